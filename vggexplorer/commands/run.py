@@ -19,7 +19,7 @@ from vggexplorer.core.errors import VGGExplorerError
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from vggexplorer.core.engine import DTYPES, MODES, OPTIMIZERS, ZERO_GRAD
+    from vggexplorer.core.config import DTYPES, MODES, OPTIMIZERS, ZERO_GRAD
 
     p = sub.add_parser("run", help="measure one run (allocator, tensor and device level) and write the files")
     add_model_args(p)

@@ -9,6 +9,8 @@ layers are ``classifier.0, 1, ...``.
 
 from __future__ import annotations
 
+import functools
+import inspect
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -112,17 +114,28 @@ def head_module_names(spec: HeadSpec) -> list[str]:
     return names
 
 
-def build_layer(lay: LayerSpec) -> nn.Module:
-    """Instantiate one head layer as its ``torch.nn`` class (on the current default device)."""
+@functools.cache
+def _takes_device(cls: type) -> bool:
+    return "device" in inspect.signature(cls).parameters
+
+
+def build_layer(lay: LayerSpec, device: torch.device | None = None) -> nn.Module:
+    """Instantiate one head layer as its ``torch.nn`` class (on ``device``, else the default device).
+
+    The device goes to the constructor (``factory_kwargs``), not through a ``with torch.device(...)``
+    context: in torch 2.13 that context's first use imports ``torch._dynamo`` (about 1.5 s here).
+    """
     from torch import nn
 
     cls = getattr(nn, lay.type)
     kw: dict[str, Any] = {k: (tuple(v) if isinstance(v, tuple) else v) for k, v in lay.params}
+    if device is not None and _takes_device(cls):
+        kw["device"] = device
     module: nn.Module = cls(**kw)
     return module
 
 
-def make_features(backbone: Backbone) -> nn.Sequential:
+def make_features(backbone: Backbone, device: torch.device | None = None) -> nn.Sequential:
     from torch import nn
 
     mods: list[nn.Module] = []
@@ -132,9 +145,9 @@ def make_features(backbone: Backbone) -> nn.Sequential:
             mods.append(nn.MaxPool2d(kernel_size=2, stride=2))
         else:
             assert isinstance(c, int)
-            mods.append(nn.Conv2d(cin, c, kernel_size=3, padding=1))
+            mods.append(nn.Conv2d(cin, c, kernel_size=3, padding=1, device=device))
             if backbone.batch_norm:
-                mods.append(nn.BatchNorm2d(c))
+                mods.append(nn.BatchNorm2d(c, device=device))
             mods.append(nn.ReLU(inplace=True))
             cin = c
     return nn.Sequential(*mods)
@@ -199,10 +212,9 @@ def build_model(spec: HeadSpec, *, device: str | torch.device | None = None, ini
 
     backbone = BACKBONES[spec.backbone]
     dev = torch.device(device) if device is not None else torch.device("cpu")
-    with dev:
-        features = make_features(backbone)
-        head = [build_layer(lay) for lay in spec.layers]
-        model = _model_class()(features, head, head_module_names(spec))
+    features = make_features(backbone, dev)
+    head = [build_layer(lay, dev) for lay in spec.layers]
+    model = _model_class()(features, head, head_module_names(spec))
     if init and dev.type != "meta":
         with torch.no_grad():
             init_weights(model)

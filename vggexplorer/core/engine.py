@@ -7,14 +7,15 @@ API (stable; the GUI worker, the CLI, the tests and the predictor use it)::
     for progress in gen: ...                            # or: result = run(config)
     result = <StopIteration.value>
 
-    # the very same step code, without a run around it (real or FakeTensorMode on CPU):
+    # the very same step code, without a run around it (real, or fake: meta / FakeTensorMode on CPU):
     ex: Execution = execute(config, fake=True)          # in the calling thread
     result = ex.tensor_result()                         # RunResult with the tensor timeline only
 
 ``execute`` is the one function that does setup (seed, model, inputs, optimizer) + forward + loss +
 backward + optimizer + zero_grad for every iteration, under a :class:`~vggexplorer.core.tracer.Tracer` it
-enters in the calling thread (and, with ``fake=True``, inside a ``FakeTensorMode``: CPU fake tensors, so
-the tensor-level timeline of a fake run equals the measured CPU one event for event, byte for byte).
+enters in the calling thread (with ``fake=True``: on meta tensors, or CPU fake tensors under a
+``FakeTensorMode`` for autocast dtypes, see :func:`fake_device`; either way the tensor-level timeline of a
+fake run equals the measured CPU one event for event, byte for byte).
 
 ``run_iter`` runs ``execute`` on a worker thread it owns (the tracer's dispatch mode and module tracker are
 entered *in that thread* and always left in ``finally``), together with the allocator-level source and the
@@ -48,7 +49,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import math
 import queue
 import threading
 import time
@@ -60,7 +60,14 @@ import numpy as np
 import torch
 
 from vggexplorer.core.backbone import build_model
-from vggexplorer.core.errors import VGGExplorerError
+from vggexplorer.core.config import (
+    DTYPES,
+    MODES,
+    OPTIMIZERS,
+    ZERO_GRAD,
+    ConfigError,
+    RunConfig,
+)
 from vggexplorer.core.head import HeadSpec
 from vggexplorer.core.result import (
     CATEGORIES,
@@ -89,133 +96,8 @@ __all__ = [
     "run_iter",
 ]
 
-DTYPES = ("float32", "float16", "bfloat16")
-MODES = ("eval", "train", "train-step")
-OPTIMIZERS = ("sgd", "adam", "adamw")
-ZERO_GRAD = ("before-forward", "after-step")
-MAX_ITERATIONS = 1000
 _CAT = {c: i for i, c in enumerate(CATEGORIES)}
 _PHASE = {p: i for i, p in enumerate(PHASES)}
-
-
-class ConfigError(VGGExplorerError):
-    """A run configuration that cannot run (bad value, device not present, head does not fit the input)."""
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    """Everything a run depends on. Frozen; ``to_dict``/``from_dict`` for files."""
-
-    head: HeadSpec
-    device: str = "auto"  # cpu | cuda | cuda:N | auto
-    batch: int = 1
-    input_hw: tuple[int, int] = (224, 224)
-    dtype: str = "float32"  # float16/bfloat16: autocast (CUDA); bfloat16 autocast on CPU
-    mode: str = "train"  # eval | train | train-step
-    optimizer: str = "sgd"  # sgd (momentum 0.9) | adam | adamw; used by train-step
-    lr: float = 0.01
-    warmup: int = 0
-    iterations: int = 1
-    zero_grad: str = "before-forward"  # before-forward | after-step
-    set_to_none: bool = True
-    cudnn_benchmark: bool = False
-    channels_last: bool = False
-    seed: int = 0
-    allocator_level: bool = True  # CPU: profiler memory events; CUDA: memory history
-    sample_hz: float = 1000.0  # device sampler rate; 0 = off
-
-    def __post_init__(self) -> None:
-        def bad(msg: str) -> None:
-            raise ConfigError(msg)
-
-        if not isinstance(self.head, HeadSpec):
-            bad("head must be a HeadSpec")
-        dev = self.device
-        if not (dev in ("cpu", "cuda", "auto") or (dev.startswith("cuda:") and dev[5:].isdigit())):
-            bad(f"device must be cpu, cuda, cuda:N or auto, got {dev!r}")
-        for name in ("batch", "warmup", "iterations", "seed"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int):
-                bad(f"{name} must be a whole number, got {v!r}")
-        if not 1 <= self.batch <= 1 << 16:
-            bad(f"batch must be between 1 and 65536, got {self.batch}")
-        if not 1 <= self.iterations <= MAX_ITERATIONS or not 0 <= self.warmup <= MAX_ITERATIONS:
-            bad(f"iterations must be 1..{MAX_ITERATIONS} and warmup 0..{MAX_ITERATIONS}")
-        hw = self.input_hw
-        if (
-            not isinstance(hw, tuple)
-            or len(hw) != 2
-            or not all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 8192 for v in hw)
-        ):
-            bad(f"input must be (H, W) with 1 ≤ H, W ≤ 8192, got {hw!r}")
-        if self.dtype not in DTYPES:
-            bad(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
-        if self.mode not in MODES:
-            bad(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
-        if self.optimizer not in OPTIMIZERS:
-            bad(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
-        if self.zero_grad not in ZERO_GRAD:
-            bad(f"zero_grad must be one of {', '.join(ZERO_GRAD)}, got {self.zero_grad!r}")
-        if not (isinstance(self.lr, int | float) and math.isfinite(self.lr) and self.lr > 0):
-            bad(f"lr must be a positive number, got {self.lr!r}")
-        if not (isinstance(self.sample_hz, int | float) and 0 <= self.sample_hz <= 100_000):
-            bad(f"sample_hz must be 0..100000, got {self.sample_hz!r}")
-
-    # ------------------------------------------------------------------ files
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "head": self.head.to_dict(),
-            "device": self.device,
-            "batch": self.batch,
-            "input_hw": list(self.input_hw),
-            "dtype": self.dtype,
-            "mode": self.mode,
-            "optimizer": self.optimizer,
-            "lr": self.lr,
-            "warmup": self.warmup,
-            "iterations": self.iterations,
-            "zero_grad": self.zero_grad,
-            "set_to_none": self.set_to_none,
-            "cudnn_benchmark": self.cudnn_benchmark,
-            "channels_last": self.channels_last,
-            "seed": self.seed,
-            "allocator_level": self.allocator_level,
-            "sample_hz": self.sample_hz,
-        }
-
-    @staticmethod
-    def from_dict(d: Mapping[str, Any]) -> RunConfig:
-        if not isinstance(d, Mapping):
-            raise ConfigError("a run config must be an object")
-        known = {f for f in RunConfig.__dataclass_fields__}
-        unknown = set(d) - known
-        if unknown:
-            raise ConfigError(f"unknown config keys {sorted(map(str, unknown))}")
-        if "head" not in d:
-            raise ConfigError("a run config needs a 'head'")
-        kw: dict[str, Any] = dict(d)
-        kw["head"] = HeadSpec.from_dict(d["head"])
-        if "input_hw" in kw:
-            hw = kw["input_hw"]
-            if not isinstance(hw, list | tuple) or len(hw) != 2:
-                raise ConfigError(f"input_hw must be [H, W], got {hw!r:.40}")
-            kw["input_hw"] = (hw[0], hw[1])
-        for b in ("set_to_none", "cudnn_benchmark", "channels_last", "allocator_level"):
-            if b in kw and not isinstance(kw[b], bool):
-                raise ConfigError(f"{b} must be true or false")
-        try:
-            return RunConfig(**kw)
-        except TypeError as e:
-            raise ConfigError(str(e)) from None
-
-    @property
-    def train(self) -> bool:
-        return self.mode != "eval"
-
-    def label(self) -> str:
-        h, w = self.input_hw
-        name = self.head.name or "custom"
-        return f"{self.head.backbone} · {name} · b{self.batch} · {h}×{w} · {self.dtype} · {self.mode}"
 
 
 def resolve_device(device: str) -> torch.device:
@@ -235,6 +117,19 @@ def resolve_device(device: str) -> torch.device:
             raise ConfigError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) present")
         dev = torch.device("cuda", idx)
     return dev
+
+
+def fake_device(config: RunConfig) -> str:
+    """Where ``execute(fake=True)`` runs ``config``: meta tensors, or CPU fake tensors (FakeTensorMode).
+
+    Both allocate nothing and compute nothing. Meta tensors skip FakeTensorMode's per-op Python work (about
+    half the cost of a trace) and, for float32 contiguous runs, give the same events as the CPU at the level
+    the tracer sees (``tests/test_engine.py`` checks the fake trace against the measured CPU timeline for
+    every preset and mode). Autocast does not reach meta tensors, and meta kernels lay some channels_last
+    outputs out differently (the CPU copies the flattened map, meta does not), so float16/bfloat16 and
+    channels_last runs use CPU fake tensors.
+    """
+    return "meta" if config.dtype == "float32" and not config.channels_last else "cpu"
 
 
 @dataclass(frozen=True)
@@ -454,21 +349,26 @@ def execute(
 ) -> Execution:
     """Run the step program once in the calling thread, traced; see the module docstring.
 
-    ``fake=True`` runs it under ``FakeTensorMode`` on CPU fake tensors (no memory, no arithmetic; the
-    device is CPU unless ``device`` says otherwise). ``on_boundary(module, phase, entering)`` is called at
-    every module boundary, ``on_iteration(i)`` after each iteration, ``on_started(tracer)`` once the tracer
-    is active and ``on_before_release(tracer)`` after the program ended and before its references are
-    dropped (the allocator-level source stops there). ``optimizer_options`` override the optimizer's
+    ``fake=True`` runs it without memory or arithmetic: on meta tensors for float32, else under
+    ``FakeTensorMode`` on CPU fake tensors (see :func:`fake_device`; ``device`` overrides).
+    ``on_boundary(module, phase, entering)`` is called at every module boundary, ``on_iteration(i)`` after
+    each iteration, ``on_started(tracer)`` once the tracer is active and ``on_before_release(tracer)``
+    after the program ended and before its references are dropped (the allocator-level source stops
+    there). ``optimizer_options`` override the optimizer's
     param-group defaults (the predictor traces CUDA's ``foreach=True``). Errors other than OOM and cancel
     propagate after the tracer has been left and the references dropped.
     """
     dev = (
         torch.device(device)
         if device is not None
-        else (torch.device("cpu") if fake else resolve_device(config.device))
+        else (torch.device(fake_device(config)) if fake else resolve_device(config.device))
     )
-    if fake and dev.type != "cpu":
-        raise ConfigError("fake execution runs on CPU fake tensors only (map CUDA differences explicitly)")
+    if fake and dev.type not in ("cpu", "meta"):
+        raise ConfigError(
+            "fake execution runs on CPU fake tensors or meta tensors only (map CUDA differences)"
+        )
+    if fake and dev.type == "meta" and fake_device(config) != "meta":
+        raise ConfigError("autocast and channels_last runs are traced on CPU fake tensors, not meta")
     if not fake and dev.type == "cpu" and config.dtype == "float16":
         raise ConfigError("float16 autocast is a CUDA setting; on CPU use bfloat16")
     _check_shapes(config)
@@ -489,7 +389,7 @@ def execute(
         torch.backends.cudnn.benchmark = config.cudnn_benchmark
     stack = contextlib.ExitStack()
     try:
-        if fake:
+        if fake and dev.type == "cpu":
             from torch._subclasses.fake_tensor import FakeTensorMode
 
             stack.enter_context(FakeTensorMode())

@@ -373,10 +373,11 @@ def _confirm_on_meta(report: ShapeReport) -> None:
     if report.backbone is None:
         return
     x = torch.empty(report.backbone.output_shape, device="meta")
-    with torch.device("meta"), warnings.catch_warnings():
+    meta = torch.device("meta")
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for row, lay in zip(report.layers, report.spec.layers, strict=True):
-            mod = build_layer(lay).eval()
+            mod = build_layer(lay, meta).eval()
             x = mod(x)
             if tuple(x.shape) != row.output_shape:
                 raise AssertionError(
