@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import threading
 from collections.abc import Iterator
 
 import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# the predictor's on-disk cache: never the user's, and empty at the start of every session (tests that
+# use it point it at their own tmp_path)
+os.environ["VGGEXPLORER_CACHE_DIR"] = tempfile.mkdtemp(prefix="vggexplorer-test-cache-")
 
 
 def _has_cuda() -> bool:

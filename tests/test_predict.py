@@ -302,3 +302,111 @@ def test_gpu_predicted_peaks_equal_measured(name: str) -> None:
     )
     assert pred.peak_allocated_bytes == measured.summary.peak_allocated_bytes
     assert pred.peak_reserved_bytes == measured.summary.peak_reserved_bytes
+
+
+# ---------------------------------------------------------------------------------------------- caches
+
+
+def test_derived_rows_use_the_requested_batch_for_workspaces() -> None:
+    """Sizes from the batch model (fitted at 4 and 5) predict batch 24 exactly like a trace at 24 does,
+    cuDNN workspaces (which scale with the batch) included."""
+    cfg = _cfg("fcn-pooled", batch=4, input_hw=(64, 64), mode="train")
+    gpu = find_profile("RTX 3060")
+    p = Predictor()
+    p.trace(cfg)
+    p.trace(replace(cfg, batch=5))
+    derived = p.predict(replace(cfg, batch=24), gpu, derived_ok=True)
+    traced = Predictor().predict(replace(cfg, batch=24), gpu)
+    assert derived.derived and not traced.derived
+    assert derived.workspace_bytes["conv_peak"] > 0
+    assert derived.workspace_bytes == traced.workspace_bytes
+    assert (derived.peak_allocated_bytes, derived.peak_reserved_bytes) == (
+        traced.peak_allocated_bytes,
+        traced.peak_reserved_bytes,
+    )
+    assert derived.result.allocator.delta.tolist() == traced.result.allocator.delta.tolist()
+
+
+def test_disk_cache_round_trip_answers_without_tracing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vggexplorer.core import predict_cache
+
+    monkeypatch.setenv("VGGEXPLORER_CACHE_DIR", str(tmp_path))
+    cfg = _cfg("fcn-pooled", batch=8, input_hw=(64, 64), mode="train-step", optimizer="sgd")
+    gpu = adhoc_profile("3GiB")
+    first = Predictor(disk_cache=True)
+    p1 = first.predict(cfg, gpu)
+    best = first.max_batch(cfg, gpu)
+    assert first.traces_run >= 3 and len(list(tmp_path.glob("*.npz"))) == 1
+    # a new predictor (a new process, as far as the cache is concerned) answers from the file alone
+    second = Predictor(disk_cache=True)
+    assert second.is_confirmed(cfg)
+    p2 = second.predict(cfg, gpu, derived_ok=True)
+    assert second.max_batch(cfg, gpu) == best
+    assert second.traces_run == 0 and second.disk_hits == 1
+    assert p2.derived and any("on-disk cache" in n for n in p2.result.notes)
+    assert (p2.peak_allocated_bytes, p2.peak_reserved_bytes, p2.peak_process_bytes, p2.fits) == (
+        p1.peak_allocated_bytes,
+        p1.peak_reserved_bytes,
+        p1.peak_process_bytes,
+        p1.fits,
+    )
+    assert p2.result.tensor.delta.tolist() == p1.result.tensor.delta.tolist()
+    assert p2.result.allocator.reserved.tolist() == p1.result.allocator.reserved.tolist()
+    # the key ignores the batch but not the structure
+    assert predict_cache.cache_key(cfg) == predict_cache.cache_key(replace(cfg, batch=64))
+    assert predict_cache.cache_key(cfg) != predict_cache.cache_key(replace(cfg, input_hw=(96, 96)))
+    assert predict_cache.cache_key(cfg) != predict_cache.cache_key(replace(cfg, optimizer="adam"))
+
+
+def test_disk_cache_bad_file_is_ignored_and_removed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from vggexplorer.core import predict_cache
+
+    monkeypatch.setenv("VGGEXPLORER_CACHE_DIR", str(tmp_path))
+    cfg = _cfg("gap", batch=2, input_hw=(32, 32), mode="train")
+    path = tmp_path / f"{predict_cache.cache_key(cfg)}.npz"
+    for junk in (b"", b"PK\x03\x04 not a zip", b"\x80\x04\x95 a pickle", b"x" * 1000):
+        path.write_bytes(junk)
+        p = Predictor(disk_cache=True)
+        assert not p.is_confirmed(cfg) and not path.exists()
+        assert p.predict(cfg, adhoc_profile("8GiB")).fits
+    # a file with the right arrays under another config's name does not match either
+    Predictor(disk_cache=True).max_batch(cfg, adhoc_profile("1GiB"))
+    stored = tmp_path / f"{predict_cache.cache_key(cfg)}.npz"
+    other = replace(cfg, input_hw=(48, 48))
+    stored.rename(tmp_path / f"{predict_cache.cache_key(other)}.npz")
+    assert predict_cache.load(other) is None
+    monkeypatch.setenv("VGGEXPLORER_CACHE_DIR", "off")
+    assert predict_cache.cache_dir() is None and predict_cache.load(cfg) is None
+
+
+def test_cli_predict_from_disk_cache_does_not_import_torch(tmp_path: Path) -> None:
+    """The done-when command, twice in fresh processes: the second answers from the cache, without torch."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import json, sys, time\n"
+        "t = time.perf_counter()\n"
+        "from vggexplorer.cli import main\n"
+        "code = main(sys.argv[1:])\n"
+        "print(json.dumps({'code': code, 'torch': 'torch' in sys.modules, 's': time.perf_counter() - t}),"
+        " file=sys.stderr)\n"
+    )
+    args = ["predict", "--head", "fcn", "--input", "384", "--batch", "64", "--mode", "train-step"]
+    args += ["--optimizer", "adam", "--gpu", "RTX 3060", "--json"]
+    env = dict(os.environ, VGGEXPLORER_CACHE_DIR=str(tmp_path))
+    outs = []
+    for _ in range(2):
+        cp = subprocess.run(
+            [sys.executable, "-c", script, *args], capture_output=True, text=True, env=env, timeout=300
+        )
+        assert cp.returncode == 0, cp.stderr
+        outs.append((json.loads(cp.stdout), json.loads(cp.stderr.strip().splitlines()[-1])))
+    (cold, cold_info), (warm, warm_info) = outs
+    print(f"cold {cold_info}, warm {warm_info}")
+    assert cold_info["torch"] is True and warm_info["torch"] is False
+    for key in ("predicted", "fits", "oom_at", "max_batch", "gpu", "cuda_mapping_rules"):
+        assert warm[key] == cold[key], key

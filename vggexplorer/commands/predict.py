@@ -11,12 +11,9 @@ from typing import Any
 
 from vggexplorer.cli import EXIT_OK, fail
 from vggexplorer.commands.common import add_model_args
+from vggexplorer.core.config import DTYPES, MODES, OPTIMIZERS
 from vggexplorer.core.errors import VGGExplorerError
 from vggexplorer.core.units import fmt_bytes
-
-DTYPES = ("float32", "float16", "bfloat16")
-MODES = ("eval", "train", "train-step")
-OPTIMIZERS = ("sgd", "adam", "adamw")
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -40,6 +37,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     g.add_argument("--gpu", metavar="NAME", help="a GPU profile, fuzzy: 'RTX 3060', 3060, h100, 'a100 80gb'")
     g.add_argument("--capacity", metavar="SIZE", help="an ad-hoc GPU with this much memory, e.g. 24GiB")
     p.add_argument("--no-max-batch", action="store_true", help="skip the largest-batch search")
+    p.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="neither read nor write the on-disk cache of traced batch models "
+        "(~/.cache/vggexplorer/predict, or $VGGEXPLORER_CACHE_DIR; 'off' turns it off)",
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.add_argument(
         "--out", type=Path, metavar="DIR", help="write run.json (predicted run) and snapshot.pickle"
@@ -50,7 +53,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def run(args: argparse.Namespace) -> int:
     t_start = time.perf_counter()
     try:
-        from vggexplorer.core.engine import ConfigError, RunConfig
+        from vggexplorer.core.config import ConfigError, RunConfig
         from vggexplorer.core.gpus import GpuError, resolve_gpu
         from vggexplorer.core.head import load_head
         from vggexplorer.core.predict import Predictor
@@ -71,8 +74,11 @@ def run(args: argparse.Namespace) -> int:
             allocator_level=False,
             sample_hz=0.0,
         )
-        predictor = Predictor()
-        pred = predictor.predict(config, gpu, history=args.out is not None)
+        predictor = Predictor(disk_cache=not args.no_cache)
+        # a batch already traced (this process or, from the disk cache, an earlier one) needs no new trace
+        pred = predictor.predict(
+            config, gpu, history=args.out is not None, derived_ok=predictor.is_confirmed(config)
+        )
         if not args.no_max_batch:
             t = time.perf_counter()
             pred.max_batch = predictor.max_batch(config, gpu)

@@ -34,7 +34,9 @@ import json
 import math
 import os
 import re
+import sys
 from dataclasses import dataclass, field, replace
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -75,12 +77,19 @@ class GpuError(VGGExplorerError):
     """Unknown GPU name, a bad profile file, or a bad capacity."""
 
 
-def _torch_version() -> tuple[int, int]:
+def torch_version_string() -> str:
+    """torch's version: the imported module's, else from package metadata (which does not import torch)."""
+    mod = sys.modules.get("torch")
+    if mod is not None:
+        return str(mod.__version__)
     try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is a dependency
-        return (0, 0)
-    m = re.match(r"(\d+)\.(\d+)", torch.__version__)
+        return metadata.version("torch")
+    except metadata.PackageNotFoundError:  # pragma: no cover - torch is a dependency
+        return "0.0"
+
+
+def _torch_version() -> tuple[int, int]:
+    m = re.match(r"(\d+)\.(\d+)", torch_version_string())
     return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
 
 

@@ -2,7 +2,7 @@
 
 Pipeline (all on this machine's CPU, nothing computed):
 
-1. ``faketrace.trace(config, "cuda")``: the engine's own step program under FakeTensorMode on CPU, mapped to
+1. ``faketrace.trace(config, "cuda")``: the engine's own step program on meta (or CPU fake) tensors, mapped to
    the tensors CUDA would allocate (rules and sources in ``faketrace``'s docstring).
 2. The allocations a tensor trace cannot see, from the GPU profile (``gpus``), inserted where PyTorch makes
    them — **estimates** unless the profile is calibrated:
@@ -30,7 +30,8 @@ every event's size at any batch exactly; candidates during the search are replay
 (max and max+1) is confirmed with real traces — if a confirmation disagrees with the derived sizes, the
 search falls back to real traces throughout.
 
-Speed: a ``Predictor`` keeps traces and batch models per config (an LRU of 32); the GUI holds one.
+Speed: a ``Predictor`` keeps traces and batch models per config (an LRU of 32); the GUI holds one. With
+``disk_cache=True`` verified batch models are stored on disk (``predict_cache``) for later processes.
 """
 
 from __future__ import annotations
@@ -42,9 +43,10 @@ from typing import Any
 
 import numpy as np
 
+from vggexplorer.core import predict_cache
 from vggexplorer.core.allocator import AllocatorOOM, Block, CachingAllocatorModel
-from vggexplorer.core.faketrace import FakeTrace, Row, trace
-from vggexplorer.core.gpus import GpuProfile
+from vggexplorer.core.faketrace import FakeTrace, ModuleGeometry, Row, trace
+from vggexplorer.core.gpus import GpuProfile, torch_version_string
 from vggexplorer.core.result import (
     CATEGORIES,
     PHASES,
@@ -72,8 +74,9 @@ _WS = _CAT["untracked_workspace"]
 
 #: labels carried by every predicted result (DESIGN: a predicted curve is always labelled as predicted)
 PREDICTED_NOTES = (
-    "PREDICTED, not measured: tensor events from a FakeTensorMode trace mapped to CUDA; allocator replayed "
-    "through a model of PyTorch's CUDA caching allocator (native backend, one stream, default settings).",
+    "PREDICTED, not measured: tensor events from a trace on meta/fake tensors mapped to CUDA; allocator "
+    "replayed through a model of PyTorch's CUDA caching allocator (native backend, one stream, default "
+    "settings).",
     "Time axis: the fake trace's clock (event order is predicted; durations are not).",
 )
 
@@ -164,10 +167,21 @@ def _base(s: str) -> str:
 
 
 def _replay(
-    ft: FakeTrace, rows: list[Row], gpu: GpuProfile, *, record: bool, history: bool = False
+    ft: FakeTrace,
+    rows: list[Row],
+    gpu: GpuProfile,
+    *,
+    record: bool,
+    history: bool = False,
+    batch: int | None = None,
 ) -> _Replay:
-    """Replay tensor rows (+ the profile's invisible allocations) through the allocator model."""
+    """Replay tensor rows (+ the profile's invisible allocations) through the allocator model.
+
+    ``batch``: the batch size ``rows`` are for (rows derived from a batch model carry another trace's
+    geometry; workspace sizes scale with the batch). Default: the trace's own.
+    """
     cfg = ft.config
+    n_batch = cfg.batch if batch is None else batch
     strings = ft.strings
     model = CachingAllocatorModel(capacity=gpu.allocator_capacity_bytes, record_history=history)
     conv_itemsize = 4 if cfg.dtype == "float32" else 2
@@ -263,7 +277,7 @@ def _replay(
                 cublas_done = True
                 if not kept(r, gpu.cublas_workspace_bytes, "cuBLAS workspace (profile)", "cublas"):
                     return out
-            if not lt_done and op == "addmm" and cfg.batch > 1 and gpu.cublaslt_workspace_bytes > 0:
+            if not lt_done and op == "addmm" and n_batch > 1 and gpu.cublaslt_workspace_bytes > 0:
                 lt_done = True
                 if not kept(r, gpu.cublaslt_workspace_bytes, "cuBLASLt workspace (profile)", "cublaslt"):
                     return out
@@ -271,7 +285,8 @@ def _replay(
             g = geom.get(strings[r.module] if 0 <= r.module < len(strings) else "")
             if g is None or g.type != "Conv2d":
                 continue
-            size = policy.workspace(g.input_numel * conv_itemsize, g.kernel)
+            per_sample = g.input_numel // g.input_shape[0] if g.input_shape and g.input_shape[0] else 0
+            size = policy.workspace(per_sample * n_batch * conv_itemsize, g.kernel)
             calls = 1
             if op == "convolution_backward":
                 # backward-data (when the input needs a gradient) and backward-weight, one after the other
@@ -292,13 +307,18 @@ def _replay(
 
 @dataclass
 class _BatchModel:
-    """Every event's size as ``a + b × batch`` (exact when the structure does not depend on the batch)."""
+    """Every event's size as ``a + b × batch`` (exact when the structure does not depend on the batch).
+
+    ``confirmed``: batches where a real trace gave exactly these rows (the two it was fitted from, then
+    every trace that matched); ``verified`` once a third one did.
+    """
 
     template: FakeTrace
     a: np.ndarray
     b: np.ndarray
     verified: bool = False
     broken: bool = False
+    confirmed: set[int] = field(default_factory=set)
 
     def rows_at(self, batch: int) -> list[Row]:
         d = self.a + self.b * batch
@@ -342,30 +362,154 @@ def _fit(t1: FakeTrace, t2: FakeTrace) -> _BatchModel | None:
         return None
     b = diff // (n2 - n1)
     a = d1 - b * n1
-    return _BatchModel(t1, a, b)
+    return _BatchModel(t1, a, b, confirmed={n1, n2})
 
 
 def _key(config: Any) -> Any:
     return replace(config, batch=1, device="cpu", allocator_level=False, sample_hz=0.0)
 
 
+def _to_cached(bm: _BatchModel) -> predict_cache.CachedModel:
+    ft = bm.template
+    rows = ft.rows
+    cols: dict[str, Any] = {
+        "a": bm.a,
+        "b": bm.b,
+        "delta": [r.delta for r in rows],
+        "sid": [r.sid for r in rows],
+        "phase": [r.phase for r in rows],
+        "op": [r.op for r in rows],
+        "module": [r.module for r in rows],
+        "iteration": [r.iteration for r in rows],
+        "category": [r.category for r in rows],
+    }
+    meta = {
+        "strings": list(ft.strings),
+        "spans": predict_cache.spans_to_json(ft.spans),
+        "geometry": [
+            [
+                g.name,
+                g.type,
+                list(g.input_shape),
+                list(g.output_shape),
+                list(g.kernel),
+                [list(p) for p in g.params],
+            ]
+            for g in ft.geometry.values()
+        ],
+        "layer_types": dict(ft.layer_types),
+        "output_shape": None if ft.output_shape is None else list(ft.output_shape),
+        "param_bytes": ft.param_bytes,
+        "rules": dict(ft.rules),
+        "trace_s": ft.trace_s,
+        "confirmed": sorted(bm.confirmed),
+    }
+    return predict_cache.CachedModel(
+        ft.config.batch,
+        np.fromiter((r.t for r in rows), np.float64, len(rows)),
+        {k: np.asarray(v, np.int64) for k, v in cols.items()},
+        meta,
+    )
+
+
+def _value(v: Any) -> Any:
+    return tuple(_value(x) for x in v) if isinstance(v, list) else v
+
+
+def _from_cached(config: Any, cm: predict_cache.CachedModel) -> _BatchModel | None:
+    m = cm.meta
+    try:
+        c = {k: v.tolist() for k, v in cm.columns.items()}
+        rows = [
+            Row(t, d, sid, ph, op, mod, it, cat)
+            for t, d, sid, ph, op, mod, it, cat in zip(
+                cm.t.tolist(),
+                c["delta"],
+                c["sid"],
+                c["phase"],
+                c["op"],
+                c["module"],
+                c["iteration"],
+                c["category"],
+                strict=True,
+            )
+        ]
+        geometry = {
+            str(g[0]): ModuleGeometry(
+                str(g[0]),
+                str(g[1]),
+                tuple(int(x) for x in g[2]),
+                tuple(int(x) for x in g[3]),
+                (int(g[4][0]), int(g[4][1])),
+                tuple((str(k), _value(v)) for k, v in g[5]),
+            )
+            for g in m["geometry"]
+        }
+        out = m["output_shape"]
+        ft = FakeTrace(
+            config=replace(config, batch=cm.template_batch),
+            flavour="cuda",
+            rows=rows,
+            strings=[str(x) for x in m["strings"]],
+            spans=predict_cache.spans_from_json(m["spans"]),
+            geometry=geometry,
+            layer_types={str(k): str(v) for k, v in m["layer_types"].items()},
+            output_shape=None if out is None else tuple(int(x) for x in out),
+            param_bytes=int(m["param_bytes"]),
+            trace_s=float(m["trace_s"]),
+            rules={str(k): int(v) for k, v in m["rules"].items()},
+        )
+    except (KeyError, TypeError, ValueError, IndexError):
+        return None
+    return _BatchModel(ft, cm.columns["a"], cm.columns["b"], verified=True, confirmed=cm.confirmed)
+
+
 # ---------------------------------------------------------------------------------------------- API
 
 
 class Predictor:
-    """Predictions with a cache of traces and batch models (hold one per GUI/CLI session)."""
+    """Predictions with a cache of traces and batch models (hold one per GUI/CLI session).
 
-    def __init__(self, max_entries: int = 32) -> None:
+    ``disk_cache=True``: verified batch models are also stored on disk and read back by later processes
+    (``predict_cache``), so a config predicted before is answered without tracing, or importing torch.
+    """
+
+    def __init__(self, max_entries: int = 32, *, disk_cache: bool = False) -> None:
         self.max_entries = max_entries
+        self.disk_cache = disk_cache
         self._traces: OrderedDict[Any, FakeTrace] = OrderedDict()
         self._models: OrderedDict[Any, _BatchModel] = OrderedDict()
+        self._looked_up: set[Any] = set()  # keys already looked up on disk
         self.traces_run = 0
+        self.disk_hits = 0
 
     def _remember(self, cache: OrderedDict[Any, Any], key: Any, value: Any) -> None:
         cache[key] = value
         cache.move_to_end(key)
         while len(cache) > self.max_entries:
             cache.popitem(last=False)
+
+    def _model(self, config: Any) -> _BatchModel | None:
+        """The batch model for ``config``'s structure: in memory, else from the disk cache."""
+        key = _key(config)
+        bm = self._models.get(key)
+        if bm is None and self.disk_cache and key not in self._looked_up:
+            self._looked_up.add(key)
+            cm = predict_cache.load(config)
+            bm = _from_cached(config, cm) if cm is not None else None
+            if bm is not None:
+                self.disk_hits += 1
+                self._remember(self._models, key, bm)
+        return bm
+
+    def _store(self, bm: _BatchModel) -> None:
+        if self.disk_cache and bm.verified and not bm.broken and bm.template.status == "ok":
+            predict_cache.save(bm.template.config, _to_cached(bm))
+
+    def is_confirmed(self, config: Any) -> bool:
+        """A real trace at ``config``'s batch gave exactly the batch model's rows (no new trace needed)."""
+        bm = self._model(config)
+        return bm is not None and not bm.broken and config.batch in bm.confirmed
 
     def trace(self, config: Any) -> FakeTrace:
         """The CUDA-mapped trace of ``config`` (cached)."""
@@ -384,22 +528,25 @@ class Predictor:
         if ft.status != "ok":
             return
         key = _key(ft.config)
-        bm = self._models.get(key)
+        bm = self._model(ft.config)
+        batch = ft.config.batch
         if bm is None:
             for other_key, other in self._traces.items():
-                if _key(other_key) == key and other.config.batch != ft.config.batch and other.status == "ok":
+                if _key(other_key) == key and other.config.batch != batch and other.status == "ok":
                     fitted = _fit(other, ft)
                     if fitted is not None:
                         self._remember(self._models, key, fitted)
                     return
-        elif not bm.broken and bm.template.config.batch != ft.config.batch:
+        elif not bm.broken and batch not in bm.confirmed:
             if bm.matches(ft):
-                bm.verified = bm.verified or ft is not bm.template
+                bm.verified = True
+                bm.confirmed.add(batch)
+                self._store(bm)
             else:
                 bm.broken = True
 
     def _batch_model(self, config: Any) -> _BatchModel | None:
-        bm = self._models.get(_key(config))
+        bm = self._model(config)
         if bm is None:
             # a second trace one batch away fits the model
             other = config.batch + 1 if config.batch < MAX_BATCH else config.batch - 1
@@ -416,7 +563,7 @@ class Predictor:
         rows: list[Row]
         derived = False
         key = replace(config, device="cpu", allocator_level=False, sample_hz=0.0)
-        bm = self._models.get(_key(config)) if derived_ok and key not in self._traces else None
+        bm = self._model(config) if derived_ok and key not in self._traces else None
         if bm is not None and not bm.broken:
             ft = bm.template
             rows = bm.rows_at(config.batch)
@@ -425,9 +572,14 @@ class Predictor:
             ft = self.trace(config)
             rows = ft.rows
         t1 = time.perf_counter()
-        rep = _replay(ft, rows, gpu, record=True, history=history)
+        rep = _replay(ft, rows, gpu, record=True, history=history, batch=config.batch)
         t2 = time.perf_counter()
         pred = _prediction(config, ft, rows, gpu, rep, derived)
+        if derived and bm is not None and config.batch in bm.confirmed:
+            pred.result.notes.append(
+                f"a trace at batch {config.batch} gave exactly these event sizes"
+                + (" (batch model read from the on-disk cache)" if self.disk_hits else "")
+            )
         t3 = time.perf_counter()
         pred.timings_ms = {
             "trace": (ft.trace_s * 1000.0) if not derived and t1 - t0 > 1e-3 else 0.0,
@@ -441,9 +593,9 @@ class Predictor:
 
     def fits(self, config: Any, gpu: GpuProfile, *, derived_ok: bool = True) -> bool:
         """Only the verdict (no curves): the fast path of the batch search."""
-        bm = self._models.get(_key(config)) if derived_ok else None
+        bm = self._model(config) if derived_ok else None
         if bm is not None and not bm.broken:
-            rep = _replay(bm.template, bm.rows_at(config.batch), gpu, record=False)
+            rep = _replay(bm.template, bm.rows_at(config.batch), gpu, record=False, batch=config.batch)
             return rep.oom is None and bm.template.status == "ok"
         ft = self.trace(config)
         if ft.status != "ok":
@@ -454,7 +606,8 @@ class Predictor:
         """Largest batch that fits on ``gpu`` (0 if batch 1 does not): exponential search, then bisection.
 
         Candidates are replays of the batch model; the answer is confirmed with real traces at ``best`` and
-        ``best + 1`` (if either disagrees with the model, the search is redone with real traces).
+        ``best + 1`` (if either disagrees with the model, the search is redone with real traces). A batch
+        where a trace already gave exactly the model's rows needs no new trace: its replay is the same.
         """
         bm = self._batch_model(config)
         use_model = bm is not None
@@ -464,7 +617,8 @@ class Predictor:
                 return best
             ok = True
             for b in (best, best + 1):
-                if 1 <= b <= limit:
+                model = self._models.get(_key(config))
+                if 1 <= b <= limit and not (model is not None and not model.broken and b in model.confirmed):
                     ft = self.trace(replace(config, batch=b))
                     real = ft.status == "ok" and _replay(ft, ft.rows, gpu, record=False).oom is None
                     if real != (b == best):
@@ -572,12 +726,7 @@ def _prediction(
         "gpu_profile": gpu.summary_dict(),
         "cuda_mapping_rules": dict(ft.rules),
     }
-    try:
-        import torch
-
-        environment["torch"] = torch.__version__
-    except ImportError:  # pragma: no cover
-        pass
+    environment["torch"] = torch_version_string()
     notes = list(PREDICTED_NOTES)
     conv_state = "measured" if gpu.conv_workspace.measured else "estimate"
     notes.append(

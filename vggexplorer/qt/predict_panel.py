@@ -63,7 +63,7 @@ def serve(requests: Any, answers: Any) -> None:
     from vggexplorer.core.predict import Predictor
     from vggexplorer.qt.worker import _plain_result
 
-    predictor = Predictor()
+    predictor = Predictor(disk_cache=True)
     profiles: dict[str, GpuProfile] = {}
     while True:
         try:
