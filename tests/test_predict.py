@@ -121,6 +121,28 @@ def test_max_batch_consistent_and_monotonic(predictor: Predictor) -> None:
     assert answers == sorted(answers) and answers[0] >= 1 and answers[-1] > answers[0]
 
 
+def test_max_batch_is_the_largest_batch_that_fits() -> None:
+    """The search answers the largest fitting batch, found by trying every batch below the tensor bound.
+
+    The allocator's verdict need not be monotonic in the batch (gap at 32×32 on 1 GiB fits at 323, not at
+    324-326, fits again up to 355), so a bisection alone can stop at a lower boundary."""
+    from vggexplorer.core.predict import _key, _tensor_bound
+
+    cfg = _cfg("gap", batch=2, input_hw=(32, 32), mode="train")
+    for cap in ("900MiB", "1GiB", "4GiB"):
+        gpu = adhoc_profile(cap)
+        p = Predictor()
+        best = p.max_batch(cfg, gpu)
+        assert p.traces_run <= 3  # batch 2 and 3 (the model), one confirmation
+        bound = _tensor_bound(p._models[_key(cfg)], gpu.allocator_capacity_bytes, 1 << 16)
+        largest = next((b for b in range(bound - 1, 0, -1) if p.fits(replace(cfg, batch=b), gpu)), 0)
+        print(f"gap 32×32 train on {cap}: max batch {best}, largest by brute force {largest}, bound {bound}")
+        assert best == largest
+        traced = Predictor()
+        assert traced.predict(replace(cfg, batch=best), gpu).fits
+        assert not traced.predict(replace(cfg, batch=best + 1), gpu).fits
+
+
 def test_max_batch_zero_when_nothing_fits(predictor: Predictor) -> None:
     assert predictor.max_batch(_cfg(mode="eval"), adhoc_profile("600MiB")) == 0
 

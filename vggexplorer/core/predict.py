@@ -67,6 +67,7 @@ __all__ = [
 ]
 
 MAX_BATCH = 1 << 16
+_SCAN = 16  # batches tried one by one below the tensor bound in the max-batch search
 _CAT = {c: i for i, c in enumerate(CATEGORIES)}
 _PHASE = {p: i for i, p in enumerate(PHASES)}
 _MATMUL_OPS = frozenset({"addmm", "mm", "bmm", "addmv", "mv", "baddbmm", "addbmm", "matmul", "addr", "dot"})
@@ -603,11 +604,17 @@ class Predictor:
         return _replay(ft, ft.rows, gpu, record=False).oom is None
 
     def max_batch(self, config: Any, gpu: GpuProfile, *, limit: int = MAX_BATCH) -> int:
-        """Largest batch that fits on ``gpu`` (0 if batch 1 does not): exponential search, then bisection.
+        """Largest batch that fits on ``gpu`` (0 if batch 1 does not).
 
-        Candidates are replays of the batch model; the answer is confirmed with real traces at ``best`` and
-        ``best + 1`` (if either disagrees with the model, the search is redone with real traces). A batch
-        where a trace already gave exactly the model's rows needs no new trace: its replay is the same.
+        Candidates are replays of the batch model, searched down from a bound no batch can reach (the live
+        tensors alone exceed the allocator's capacity): one by one for the first ``_SCAN`` batches below it
+        (exact: the first that fits is the largest), then galloping down and by bisection (which assumes the
+        verdict is monotonic in the batch; fragmentation can make it not quite so). Without a batch model:
+        exponentially up from 1, then bisection. The answer
+        is confirmed with a real trace at ``best + 1`` (at ``best`` when that is the limit): a third batch,
+        beyond the two the model was fitted from, where the model must give exactly the traced rows and the
+        same verdict; if it does not, the search is redone with real traces. A batch where a trace already
+        gave exactly the model's rows needs no new trace: its replay is the same.
         """
         bm = self._batch_model(config)
         use_model = bm is not None
@@ -616,13 +623,12 @@ class Predictor:
             if not use_model:
                 return best
             ok = True
-            for b in (best, best + 1):
-                model = self._models.get(_key(config))
-                if 1 <= b <= limit and not (model is not None and not model.broken and b in model.confirmed):
-                    ft = self.trace(replace(config, batch=b))
-                    real = ft.status == "ok" and _replay(ft, ft.rows, gpu, record=False).oom is None
-                    if real != (b == best):
-                        ok = False
+            b = best + 1 if best < limit else best
+            model = self._models.get(_key(config))
+            if 1 <= b <= limit and not (model is not None and not model.broken and b in model.confirmed):
+                ft = self.trace(replace(config, batch=b))
+                real = ft.status == "ok" and _replay(ft, ft.rows, gpu, record=False, batch=b).oom is None
+                ok = real == (b == best)
             model = self._models.get(_key(config))
             if ok and model is not None and not model.broken:
                 return best
@@ -635,10 +641,30 @@ class Predictor:
 
         if not fits(1):
             return 0
-        lo, hi = 1, 2
-        while hi <= limit and fits(hi):
-            lo, hi = hi, hi * 2
-        hi = min(hi, limit + 1)
+        bm = self._model(config) if derived_ok else None
+        if bm is not None and not bm.broken:
+            # No batch from ``hi`` on fits. Below it the verdict need not be monotonic (fragmentation can
+            # make batch N + k fit where N does not), so the batches just below are tried one by one: the
+            # first that fits is then the largest there is. Past _SCAN of them: gallop down, then bisect.
+            lo, hi = 1, _tensor_bound(bm, gpu.allocator_capacity_bytes, limit)
+            for _ in range(_SCAN):
+                if hi - 1 <= lo:
+                    break
+                if fits(hi - 1):
+                    return hi - 1
+                hi -= 1
+            step = 2
+            while hi - step > lo:
+                if fits(hi - step):
+                    lo = hi - step
+                    break
+                hi -= step
+                step *= 2
+        else:
+            lo, hi = 1, 2
+            while hi <= limit and fits(hi):
+                lo, hi = hi, hi * 2
+            hi = min(hi, limit + 1)
         while hi - lo > 1:  # fits(lo), not fits(hi) (or hi beyond the limit)
             mid = (lo + hi) // 2
             if fits(mid):
@@ -646,6 +672,29 @@ class Predictor:
             else:
                 hi = mid
         return lo
+
+
+def _tensor_bound(bm: _BatchModel, capacity: int, limit: int) -> int:
+    """The smallest batch whose live tensors alone exceed ``capacity`` at some event (``limit + 1`` if none).
+
+    The allocator model holds at least the live tensors' bytes at every event and at most ``capacity``, so
+    no batch from there on fits. Each event's live total is affine in the batch with a slope ≥ 0, so the
+    peak is nondecreasing in the batch: bisection.
+    """
+
+    def peak(batch: int) -> int:
+        return int(np.cumsum(bm.a + bm.b * batch).max(initial=0))
+
+    if peak(limit) <= capacity:
+        return limit + 1
+    lo, hi = 0, limit  # peak(lo) <= capacity (or lo = 0), peak(hi) > capacity
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if peak(mid) > capacity:
+            hi = mid
+        else:
+            lo = mid
+    return hi
 
 
 def _prediction(
