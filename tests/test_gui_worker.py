@@ -51,6 +51,15 @@ def dying(_: object, cancel: threading.Event) -> Generator[int, None, None]:
     os._exit(3)
 
 
+def preloaded(_: object, cancel: threading.Event) -> Generator[bool, None, int]:
+    """Whether torch was already imported when this child's work began, then the child's pid."""
+    import sys
+
+    yield "torch._dynamo" in sys.modules
+    cancel.wait(60)
+    return os.getpid()
+
+
 class Cancelled:
     status = "cancelled"
 
@@ -196,6 +205,30 @@ def test_closing_the_generator_stops_the_child() -> None:
     gen = subprocess_iter(f"{__name__}:waiting", None, threading.Event())
     assert next(gen) == "started"
     gen.close()
+    assert multiprocessing.active_children() == []
+
+
+def test_forked_children_start_with_torch_imported_and_stay_separate() -> None:
+    """CPU runs fork from the fork server: torch (and torch._dynamo) are there before the work starts, each
+    child is a new process, cancel and clean-up work as for spawned children; spawned ones start bare."""
+    pids = set()
+    for _ in range(2):
+        cancel = threading.Event()
+        gen = subprocess_iter(f"{__name__}:preloaded", None, cancel, fork=True)
+        assert next(gen) is True
+        cancel.set()
+        _, pid = _drive(gen)
+        assert pid != os.getpid()
+        pids.add(pid)
+        assert multiprocessing.active_children() == []
+    assert len(pids) == 2
+    items, value = _drive(subprocess_iter(f"{__name__}:counting", 3, threading.Event(), fork=True))
+    assert items == [0, 1, 2] and value == "counted 3"
+    cancel = threading.Event()
+    gen = subprocess_iter(f"{__name__}:preloaded", None, cancel)
+    assert next(gen) is False  # spawned: a fresh interpreter that has not imported torch
+    cancel.set()
+    _drive(gen)
     assert multiprocessing.active_children() == []
 
 

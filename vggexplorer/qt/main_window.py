@@ -58,12 +58,15 @@ from vggexplorer.qt.worker import (
     EngineAccumulator,
     GeneratorWorker,
     WorkerError,
+    prewarm_fork_server,
     subprocess_call,
     subprocess_iter,
 )
 
 #: Live plots redraw at most this often while a run is going (10 Hz).
 REDRAW_INTERVAL_MS = 100
+#: The fork server for CPU runs starts this long after the window is built (after the first paint).
+PREWARM_DELAY_MS = 1500
 
 RunFactory = Callable[[RunSettings, HeadSpec], Callable[[threading.Event], Generator[Any, None, Any]]]
 
@@ -85,7 +88,9 @@ def engine_run_factory(
     }
     if fail_at is not None:  # test hook: an allocation failure at (module, phase)
         config["_fail_at"] = list(fail_at)
-    return lambda cancel: subprocess_iter("vggexplorer.qt.worker:engine_run_iter", config, cancel)
+    # CPU runs fork from the warm fork server (torch already imported); CUDA runs get a fresh process
+    fork = config["device"] == "cpu"
+    return lambda cancel: subprocess_iter("vggexplorer.qt.worker:engine_run_iter", config, cancel, fork=fork)
 
 
 def find_devices() -> tuple[list[DeviceChoice], str, str]:
@@ -281,6 +286,9 @@ class MainWindow(QMainWindow):
             self.device_worker.start(find_devices, name="vggexplorer-devices")
         else:
             self._on_devices(([CPU_CHOICE], "cpu", "device discovery skipped: CPU"))
+        if run_factory is None:
+            # the fork server imports torch in its own process, after the first paint
+            QTimer.singleShot(PREWARM_DELAY_MS, self, prewarm_fork_server)
         freeze_long_lived_objects()
 
     # --- construction ---
