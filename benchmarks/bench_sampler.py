@@ -4,7 +4,7 @@ Workload: VGG11 with the ``gap`` head (global average pool + one Linear), forwar
 128×128 on the CPU (``--workload matmul`` for a plain matmul loop). Runs alternate without/with the sampler
 (ABAB…) so drift in machine load hits both equally; the table reports medians.
 
-    python benchmarks/bench_sampler.py            # 7 pairs, 1 kHz
+    python benchmarks/bench_sampler.py            # 11 pairs, 1 kHz
     python benchmarks/bench_sampler.py --pairs 9 --rate 2000 --workload matmul
 """
 
@@ -47,23 +47,28 @@ def matmul_step(n: int = 1024, reps: int = 40) -> Callable[[], None]:
     return step
 
 
-def timed(step: Callable[[], None], iters: int, sample: bool, rate: float) -> tuple[float, float, int, float]:
-    """Seconds for ``iters`` steps, achieved Hz (0 without sampler), samples, sampler thread CPU seconds."""
+def timed(
+    step: Callable[[], None], iters: int, sample: bool, rate: float
+) -> tuple[float, float, int, float, float]:
+    """Seconds for ``iters`` steps, achieved Hz (0 without sampler), samples, sampler thread CPU seconds,
+    largest interval between two samples (s)."""
     t0 = time.perf_counter()
     if not sample:
         for _ in range(iters):
             step()
-        return time.perf_counter() - t0, 0.0, 0, 0.0
+        return time.perf_counter() - t0, 0.0, 0, 0.0, 0.0
     with DeviceSampler("cpu", t0, rate_hz=rate) as s:
         for _ in range(iters):
             step()
     dt = time.perf_counter() - t0
-    return dt, s.samples.achieved_hz, len(s.samples), s.cpu_seconds
+    t = s.samples.t
+    gap = float((t[1:] - t[:-1]).max()) if len(t) > 1 else 0.0
+    return dt, s.samples.achieved_hz, len(s.samples), s.cpu_seconds, gap
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--pairs", type=int, default=7, help="alternating pairs without/with sampler (≥ 5)")
+    ap.add_argument("--pairs", type=int, default=11, help="alternating pairs without/with sampler (≥ 5)")
     ap.add_argument("--iters", type=int, default=3, help="steps per timed run")
     ap.add_argument("--rate", type=float, default=1000.0, help="sampler rate in Hz")
     ap.add_argument("--workload", choices=("vgg", "matmul"), default="vgg")
@@ -81,16 +86,18 @@ def main(argv: list[str] | None = None) -> int:
     hz: list[float] = []
     counts: list[int] = []
     cpu: list[float] = []
+    gaps: list[float] = []
     load0 = os.getloadavg()[0]
     for i in range(args.pairs):
         order = (False, True) if i % 2 == 0 else (True, False)
         for sample in order:
-            dt, h, n, c = timed(step, args.iters, sample, args.rate)
+            dt, h, n, c, g = timed(step, args.iters, sample, args.rate)
             if sample:
                 samp.append(dt)
                 hz.append(h)
                 counts.append(n)
                 cpu.append(c)
+                gaps.append(g)
             else:
                 base.append(dt)
 
@@ -117,6 +124,10 @@ def main(argv: list[str] | None = None) -> int:
     joined = ", ".join(f"{r:.3f}" for r in ratios)
     print(f"per-pair ratios: {joined} (median {statistics.median(ratios):.4f})")
     print(f"samples per run: {min(counts)}–{max(counts)}")
+    print(
+        f"largest interval between samples: {statistics.median(gaps) * 1e3:.2f} ms (median over runs), "
+        f"{max(gaps) * 1e3:.2f} ms (worst)"
+    )
     hz_med = statistics.median(hz) if hz else 0.0
     slow = statistics.median(ratios)
     ok = hz_med >= 1000 and slow <= 1.03

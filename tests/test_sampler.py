@@ -57,7 +57,7 @@ def test_cpu_rate_clock_and_rss() -> None:
     r = s.samples
     assert len(r) >= 300
     assert r.achieved_hz > 200, r.achieved_hz
-    assert r.achieved_hz < 1100  # never faster than asked (absolute schedule, no bursts)
+    assert r.achieved_hz < 1100  # at most RATE_MARGIN (0.5 %) above the asked rate; no bursts
     assert np.all(np.diff(r.t) > 0), "sample times must increase strictly"
     assert r.t[0] >= 0 and r.t[-1] <= time.perf_counter() - t0
     assert r.device_used is None and r.driver_reserved is None
