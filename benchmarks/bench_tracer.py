@@ -1,6 +1,7 @@
 """Cost of measuring: traced ÷ plain time of one VGG11 training step on CPU (not a timed test).
 
-Variants, run in alternation (so that drift and other load hit all of them alike), median of ``--reps``:
+Variants, run in alternation (so that drift and other load hit all of them alike; the order rotates every
+round, so that no variant always follows the same one), median of ``--reps``:
 
 - ``plain``      forward + loss + backward, nothing installed
 - ``traced``     the same under the tensor-level Tracer (dispatch mode + module tracker + weakref frees)
@@ -14,6 +15,7 @@ Usage: ``python benchmarks/bench_tracer.py [--head fc] [--batch 8] [--input 224]
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import time
 from collections.abc import Callable
@@ -96,12 +98,21 @@ def main() -> None:
         f()
     times: dict[str, list[float]] = {k: [] for k in variants}
     cpu: dict[str, list[float]] = {k: [] for k in variants}
-    for _ in range(args.reps):
-        for name, f in variants.items():
+    faults: dict[str, list[int]] = {k: [] for k in variants}
+    sys_s: dict[str, list[float]] = {k: [] for k in variants}
+    names = list(variants)
+    for r in range(args.reps):
+        k = r % len(names)
+        for name in names[k:] + names[:k]:
+            f = variants[name]
+            ru = resource.getrusage(resource.RUSAGE_SELF)
             c, t = time.process_time(), time.perf_counter()
             f()
             times[name].append(time.perf_counter() - t)
             cpu[name].append(time.process_time() - c)
+            ru1 = resource.getrusage(resource.RUSAGE_SELF)
+            faults[name].append(ru1.ru_minflt - ru.ru_minflt)
+            sys_s[name].append(ru1.ru_stime - ru.ru_stime)
     print(
         f"VGG11 {args.head} · train (fwd+loss+bwd) · batch {args.batch} · {args.input}×{args.input} · CPU "
         f"({torch.get_num_threads()} threads) · torch {torch.__version__} · {args.reps} alternating rounds"
@@ -122,6 +133,13 @@ def main() -> None:
             f"{statistics.median(cp) / base_c:7.3f} {rr:7.3f}   " + " ".join(f"{t:.2f}" for t in w)
         )
     print("round÷ = median over rounds of (variant ÷ plain in the same round)")
+    print(f"{'variant':<10} {'minor faults med':>17} {'min':>9} {'max':>9} {'sys s med':>10}")
+    for name in variants:
+        fl = faults[name]
+        print(
+            f"{name:<10} {statistics.median(fl):17,.0f} {min(fl):9,d} {max(fl):9,d} "
+            f"{statistics.median(sys_s[name]):10.3f}"
+        )
     for name, label, target in (
         ("traced", "tracer overhead (traced ÷ plain, VGG11 train b8 224, CPU), round÷ median", 1.02),
         ("both", "tracer + CPU allocator source (what a CPU run does) ÷ plain", 1.05),
