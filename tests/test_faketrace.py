@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from vggexplorer.core.engine import RunConfig, run
+from vggexplorer.core.engine import OPTIMIZERS, RunConfig, run
 from vggexplorer.core.faketrace import FakeTrace, Row, map_to_cuda, module_geometry, trace
 from vggexplorer.core.head import PRESET_NAMES, preset
 from vggexplorer.core.result import CATEGORIES, PHASES, RunResult
@@ -221,3 +221,49 @@ def test_float16_traces_with_cpu_autocast() -> None:
     assert ft.status == "ok"
     conv = [r for r in ft.rows if ft.string(r.module) == "features.0" and PHASES[r.phase] == "forward"]
     assert conv[-1].delta == 2 * 64 * 64 * 64 * 2  # fp16 output: 2 bytes per element
+
+
+@pytest.mark.parametrize("name", PRESET_NAMES)
+def test_meta_shortcuts_do_not_change_the_trace(name: str) -> None:
+    """``metafast`` skips Python meta kernels; the traced rows must be exactly those of the real kernels,
+    for every mode and optimizer, both flavours, two iterations, with and without BatchNorm."""
+    from unittest import mock
+
+    from vggexplorer.core import metafast
+    from vggexplorer.core.head import load_head
+
+    def rows(ft: FakeTrace) -> list[tuple[object, ...]]:
+        return [
+            (r.delta, r.sid, r.phase, ft.string(r.op), r.module, r.iteration, r.category) for r in ft.rows
+        ]
+
+    calls = {"handled": 0}
+    real = metafast.shortcut
+
+    def counting(func: object, args: tuple[object, ...], kwargs: dict[str, object]) -> tuple[bool, object]:
+        handled, out = real(func, args, kwargs)
+        calls["handled"] += handled
+        return handled, out
+
+    for backbone in ("vgg11", "vgg11_bn"):
+        spec = load_head(name, backbone)
+        for mode, optimizer in (("eval", "sgd"), ("train", "sgd"), *(("train-step", o) for o in OPTIMIZERS)):
+            cfg = RunConfig(
+                head=spec,
+                device="cpu",
+                batch=3,
+                input_hw=(224, 224),
+                mode=mode,
+                optimizer=optimizer,
+                iterations=2,
+                allocator_level=False,
+                sample_hz=0.0,
+            )
+            for flavour in ("cpu", "cuda"):
+                with mock.patch.object(metafast, "shortcut", counting):
+                    fast = trace(cfg, flavour)
+                with mock.patch.object(metafast, "shortcut", lambda f, a, k: (False, None)):
+                    slow = trace(cfg, flavour)
+                assert fast.status == slow.status == "ok"
+                assert rows(fast) == rows(slow), (backbone, mode, optimizer, flavour)
+    assert calls["handled"] > 0  # the shortcuts were taken

@@ -381,6 +381,7 @@ def execute(
         fail_at=fail_at,
         on_boundary=on_boundary,
         record_ptr=not fake,
+        meta_shortcuts=fake and dev.type == "meta",
     )
     ex = Execution(config, dev, fake, tracer, start, wall0)
     st = _State()

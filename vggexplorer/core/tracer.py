@@ -53,6 +53,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.module_tracker import ModuleTracker
 
+from vggexplorer.core import metafast
 from vggexplorer.core.result import CATEGORIES, PHASES, Span, Timeline
 
 __all__ = ["Cancelled", "FailAt", "Tracer", "injected_oom_error", "is_oom_error"]
@@ -125,7 +126,12 @@ class _Mode(TorchDispatchMode):
         if tr._armed:
             tr._check(func)
         tr._op = func  # frees inside the op are the op's; frees between ops have no op
-        out = func(*args, **(kwargs or {}))
+        if tr.meta_shortcuts:  # fake traces on meta tensors: skip Python meta kernels (see metafast)
+            handled, out = metafast.shortcut(func, args, kwargs or {})
+            if not handled:
+                out = func(*args, **(kwargs or {}))
+        else:
+            out = func(*args, **(kwargs or {}))
         if isinstance(out, torch.Tensor):
             tr._see(out)
         elif isinstance(out, tuple | list):
@@ -190,8 +196,11 @@ class Tracer:
         fail_at: FailAt | None = None,
         on_boundary: Callable[[str, str, bool], None] | None = None,
         record_ptr: bool = True,
+        meta_shortcuts: bool = False,
     ) -> None:
         self.t0 = time.perf_counter() if t0 is None else t0
+        #: ops on meta tensors may take ``metafast``'s shortcuts (fake traces only)
+        self.meta_shortcuts = meta_shortcuts
         self.cuda_device = cuda_device
         self.cancel = cancel
         self.fail_at = fail_at
