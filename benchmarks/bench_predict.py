@@ -100,7 +100,7 @@ def main() -> int:
         Predictor().max_batch(cfg, gpu)
 
     med, lo, hi = median_ms(mb, 5)
-    rows.append(("max_batch cold (fcn 384 train-step adam, 4 traces + replays)", med, lo, hi))
+    rows.append(("max_batch cold (fcn 384 train-step adam, 3 traces + replays)", med, lo, hi))
     figures.append(("max_batch_cold_ms", med, 100.0))
     p = Predictor()
     p.max_batch(cfg, gpu)
