@@ -23,12 +23,12 @@ The result is a :class:`~vggexplorer.core.result.RunResult` with ``predicted=Tru
 allocator timeline with reserved + device samples for the process curve), plus the verdict. Its time axis is
 the fake trace's own clock (the order of events is predicted, their durations are not).
 
-``max_batch`` searches the largest batch that fits: exponential search, then bisection. A trace's event
-sequence does not depend on the batch size (same ops, same storages); each storage's size is affine in the
-batch (only the batch dimension changes). So two traces at batches N and N+1 with identical structure give
-every event's size at any batch exactly; candidates during the search are replays only, and the answer
-(max and max+1) is confirmed with real traces — if a confirmation disagrees with the derived sizes, the
-search falls back to real traces throughout.
+``max_batch`` searches the largest batch that fits. A trace's event sequence does not depend on the batch
+size (same ops, same storages); each storage's size is affine in the batch (only the batch dimension
+changes). So two traces at batches N and N+1 with identical structure give every event's size at any batch
+exactly; candidates during the search are replays only (searched down from a bound the live tensors set,
+see ``Predictor.max_batch``), and the answer is confirmed with a real trace at max + 1 — if it disagrees
+with the derived sizes, the search falls back to real traces throughout.
 
 Speed: a ``Predictor`` keeps traces and batch models per config (an LRU of 32); the GUI holds one. With
 ``disk_cache=True`` verified batch models are stored on disk (``predict_cache``) for later processes.
