@@ -432,3 +432,17 @@ def test_cli_predict_from_disk_cache_does_not_import_torch(tmp_path: Path) -> No
     assert cold_info["torch"] is True and warm_info["torch"] is False
     for key in ("predicted", "fits", "oom_at", "max_batch", "gpu", "cuda_mapping_rules"):
         assert warm[key] == cold[key], key
+
+
+def test_cli_no_cache_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("VGGEXPLORER_CACHE_DIR", str(tmp_path))
+    args = ["predict", "--head", "gap", "--input", "32", "--mode", "train", "--capacity", "2GiB", "--json"]
+    assert main([*args, "--no-cache"]) == 0
+    assert list(tmp_path.iterdir()) == []
+    no_cache = json.loads(capsys.readouterr().out)
+    assert main(args) == 0
+    assert len(list(tmp_path.glob("*.npz"))) == 1
+    cached = json.loads(capsys.readouterr().out)
+    assert cached["predicted"] == no_cache["predicted"] and cached["max_batch"] == no_cache["max_batch"]

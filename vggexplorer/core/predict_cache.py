@@ -47,6 +47,8 @@ _TRACE_SOURCES = (
     "faketrace.py",
     "head.py",
     "layers.py",
+    "metafast.py",
+    "result.py",
     "shapes.py",
     "tracer.py",
 )
@@ -60,10 +62,10 @@ class CachedModel:
 
     template_batch: int
     t: np.ndarray
-    columns: dict[
-        str, np.ndarray
-    ]  # a, b, delta (at template_batch), sid, phase, op, module, iteration, category
-    meta: dict[str, Any]  # strings, spans, geometry, layer_types, output_shape, param_bytes, rules, confirmed
+    #: a, b, delta (at template_batch), sid, phase, op, module, iteration, category
+    columns: dict[str, np.ndarray]
+    #: strings, spans, geometry, layer_types, output_shape, param_bytes, rules, confirmed
+    meta: dict[str, Any]
 
     @property
     def confirmed(self) -> set[int]:
