@@ -50,6 +50,28 @@ def sampler_threads() -> list[threading.Thread]:
 # --- CPU / RSS --------------------------------------------------------------------------------------------
 
 
+def test_statm_read_failing_stops_the_inline_loop_with_the_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The RSS loop reads /proc/self/statm itself (not through the probe): a read error there ends sampling
+    with what was sampled so far and the reason, never an exception into the run."""
+    real = os.pread
+    calls = {"n": 0}
+
+    def pread(fd: int, n: int, offset: int) -> bytes:
+        calls["n"] += 1
+        if calls["n"] > 30:
+            raise OSError(5, "Input/output error")
+        return real(fd, n, offset)
+
+    monkeypatch.setattr(os, "pread", pread)
+    s = DeviceSampler("cpu", t0=time.perf_counter(), rate_hz=1000.0).start()
+    deadline = time.monotonic() + 10
+    while s.running and time.monotonic() < deadline:
+        time.sleep(0.01)
+    r = s.stop()
+    assert 0 < len(r) <= 30 and np.all(r.process > 0)
+    assert "sampler stopped by an error: OSError" in r.source
+
+
 def test_cpu_rate_clock_and_rss() -> None:
     t0 = time.perf_counter()
     with DeviceSampler("cpu", t0, rate_hz=1000.0) as s:

@@ -168,7 +168,8 @@ class DeviceSampler:
         self._result: DeviceSamples | None = None
         self._close: Callable[[], None] = lambda: None
         self._probe: Probe | None = None
-        self._statm: tuple[int, int] | None = None  # (fd, page size): the RSS loop reads it inline
+        #: (fd, page size, the statm probe): while that probe is the one in use, the loop reads it inline
+        self._statm: tuple[int, int, Probe] | None = None
         #: Whether the thread got the short time slice (see the module docstring).
         self.short_slice = False
 
@@ -275,7 +276,7 @@ class DeviceSampler:
                 def statm() -> tuple[int, ...]:
                     return (int(split(pread(fd, 128, 0))[1]) * page,)
 
-                self._statm = (fd, page)
+                self._statm = (fd, page, statm)
                 self._close = lambda: os.close(fd)
                 self.source = f"RSS from {_STATM} (resident set size of this process)"
                 return statm
@@ -353,8 +354,8 @@ class DeviceSampler:
     def _run(self) -> None:
         self.short_slice = _request_short_slice()
         try:
-            if self._statm is not None:
-                self._loop_statm(*self._statm)
+            if self._statm is not None and self._probe is self._statm[2]:
+                self._loop_statm(self._statm[0], self._statm[1])
             else:
                 self._loop_probe()
         except Exception as exc:  # never into the run: note it, keep what was sampled
