@@ -446,3 +446,28 @@ def test_cli_no_cache_writes_nothing(
     assert len(list(tmp_path.glob("*.npz"))) == 1
     cached = json.loads(capsys.readouterr().out)
     assert cached["predicted"] == no_cache["predicted"] and cached["max_batch"] == no_cache["max_batch"]
+
+
+def test_disk_cache_keeps_the_most_recently_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    import numpy as np
+
+    from vggexplorer.core import predict_cache
+
+    monkeypatch.setenv("VGGEXPLORER_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(predict_cache, "MAX_FILES", 3)
+    cols = {name: np.zeros(2, np.int64) for name in predict_cache._INT_COLUMNS}
+    model = predict_cache.CachedModel(2, np.zeros(2), cols, {"confirmed": [2, 3]})
+    configs = [_cfg("gap", input_hw=(32 + 8 * i, 32)) for i in range(5)]
+    for i, cfg in enumerate(configs[:3]):
+        assert predict_cache.save(cfg, model)
+        path = tmp_path / f"{predict_cache.cache_key(cfg)}.npz"
+        os.utime(path, (1000 + i, 1000 + i))  # saved in order 0, 1, 2
+    assert predict_cache.load(configs[0]) is not None  # used again: now the most recent
+    predict_cache.save(configs[3], model)  # 4 files: the least recently used (1) goes
+    predict_cache.save(configs[4], model)  # then 2
+    left = {p.stem for p in tmp_path.glob("*.npz")}
+    assert left == {predict_cache.cache_key(c) for c in (configs[0], configs[3], configs[4])}
+    loaded = predict_cache.load(configs[0])
+    assert loaded is not None and loaded.confirmed == {2, 3}

@@ -14,7 +14,8 @@ an edited engine, tracer or CUDA mapping never meets an old entry). One file per
 A file that cannot be read or does not match is ignored and removed.
 
 Directory: ``$VGGEXPLORER_CACHE_DIR``, else ``$XDG_CACHE_HOME/vggexplorer/predict``, else
-``~/.cache/vggexplorer/predict``. ``VGGEXPLORER_CACHE_DIR=off`` turns the cache off.
+``~/.cache/vggexplorer/predict``. ``VGGEXPLORER_CACHE_DIR=off`` turns the cache off. At most ``MAX_FILES``
+entries are kept (least recently used go first).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from vggexplorer.core.fileio import atomic_write_bytes, read_regular_file
 from vggexplorer.core.gpus import torch_version_string
 from vggexplorer.core.result import Span
 
-__all__ = ["FORMAT", "CachedModel", "cache_dir", "cache_key", "load", "save"]
+__all__ = ["FORMAT", "MAX_FILES", "CachedModel", "cache_dir", "cache_key", "load", "save"]
 
 FORMAT = 1
 #: modules whose code decides the events of a trace (engine step program, tracer, CUDA mapping, model)
@@ -53,6 +54,8 @@ _TRACE_SOURCES = (
     "tracer.py",
 )
 _MAX_FILE_BYTES = 64 << 20
+#: files kept; saving one more removes the least recently used (a stored model is ~60 KB for VGG11)
+MAX_FILES = 256
 _INT_COLUMNS = ("a", "b", "delta", "sid", "phase", "op", "module", "iteration", "category")
 
 
@@ -129,7 +132,24 @@ def save(config: Any, model: CachedModel) -> bool:
         atomic_write_bytes(path, buf.getvalue())
     except OSError:
         return False
+    _prune(path.parent, keep=path)
     return True
+
+
+def _prune(directory: Path, keep: Path, limit: int | None = None) -> None:
+    """Remove the least recently used entries beyond ``limit`` (``load`` touches what it reads)."""
+    limit = MAX_FILES if limit is None else limit
+    try:
+        entries = [(e.stat().st_mtime, e.path) for e in os.scandir(directory) if e.name.endswith(".npz")]
+    except OSError:
+        return
+    if len(entries) <= limit:
+        return
+    entries.sort()
+    for _, p in entries[: len(entries) - limit]:
+        if p != str(keep):
+            with contextlib.suppress(OSError):
+                os.unlink(p)
 
 
 def load(config: Any) -> CachedModel | None:
@@ -152,6 +172,8 @@ def load(config: Any) -> CachedModel | None:
             or not isinstance(meta.get("template_batch"), int)
         ):
             raise ValueError("does not match")
+        with contextlib.suppress(OSError):
+            os.utime(path)  # recently used: pruned last
         return CachedModel(int(meta["template_batch"]), t, cols, meta)
     except (OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile):
         with contextlib.suppress(OSError):
