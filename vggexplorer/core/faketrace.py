@@ -58,7 +58,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -235,8 +235,6 @@ def trace(config: Any, flavour: Flavour = "cuda") -> FakeTrace:
     The device in ``config`` is ignored (the trace runs on fake CPU tensors). float16 autocast, which the
     engine refuses on a real CPU, is traced with CPU autocast (same lower-precision op list for conv/addmm).
     """
-    from dataclasses import replace
-
     from vggexplorer.core.engine import execute
 
     cfg = replace(config, device="cpu", warmup=config.warmup, allocator_level=False, sample_hz=0.0)
@@ -408,19 +406,4 @@ def map_to_cuda(ft: FakeTrace) -> FakeTrace:
             ]
             rules["bn-stats-fp32"] = len(grow)
 
-    return FakeTrace(
-        config=ft.config,
-        flavour="cuda",
-        rows=rows,
-        strings=strings,
-        spans=ft.spans,
-        geometry=ft.geometry,
-        layer_types=ft.layer_types,
-        status=ft.status,
-        fault=ft.fault,
-        output_shape=ft.output_shape,
-        param_bytes=ft.param_bytes,
-        trace_s=ft.trace_s,
-        rules=rules,
-        execution=ft.execution,
-    )
+    return replace(ft, flavour="cuda", rows=rows, strings=strings, rules=rules)
