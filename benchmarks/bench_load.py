@@ -34,8 +34,8 @@ CHILD = r"""
 import json, os, sys, time
 t_start = time.perf_counter()
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-from vggexplorer.core.runfile import load_run
-from vggexplorer.qt.plotting import MemoryPlot, ensure_qapp
+from vggexplorer.core.results.runfile import load_run
+from vggexplorer.qt.plots.plotting import MemoryPlot, ensure_qapp
 from PySide6 import QtCore
 app = ensure_qapp()
 t_ready = time.perf_counter()
@@ -72,9 +72,9 @@ print(json.dumps({
 
 
 def make_run(iterations: int, path: Path) -> float:
-    from vggexplorer.core.engine import RunConfig, run
-    from vggexplorer.core.head import preset
-    from vggexplorer.core.runfile import save_run
+    from vggexplorer.core.model.head import preset
+    from vggexplorer.core.results.runfile import save_run
+    from vggexplorer.core.run.engine import RunConfig, run
 
     cfg = RunConfig(
         head=preset("gap"), device="cpu", batch=1, input_hw=(32, 32), mode="eval", iterations=iterations

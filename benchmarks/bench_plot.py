@@ -18,8 +18,8 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import numpy as np
 
-from vggexplorer.core.compare import synthetic_run
-from vggexplorer.qt.plotting import MemoryPlot, ensure_qapp, step_envelope
+from vggexplorer.core.results.compare import synthetic_run
+from vggexplorer.qt.plots.plotting import MemoryPlot, ensure_qapp, step_envelope
 
 
 def _stats(xs: list[float]) -> tuple[float, float]:

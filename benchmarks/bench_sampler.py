@@ -19,12 +19,12 @@ from collections.abc import Callable
 
 import torch
 
-from vggexplorer.core.sampler import DeviceSampler
+from vggexplorer.core.run.sampler import DeviceSampler
 
 
 def vgg_step(batch: int, size: int) -> Callable[[], None]:
-    from vggexplorer.core.backbone import build_model
-    from vggexplorer.core.head import preset
+    from vggexplorer.core.model.backbone import build_model
+    from vggexplorer.core.model.head import preset
 
     model = build_model(preset("gap"))
     x = torch.randn(batch, 3, size, size)

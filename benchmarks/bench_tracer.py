@@ -33,9 +33,9 @@ def main() -> None:
 
     from torch.profiler import ProfilerActivity, profile
 
-    from vggexplorer.core.backbone import build_model
-    from vggexplorer.core.head import preset
-    from vggexplorer.core.tracer import Tracer
+    from vggexplorer.core.model.backbone import build_model
+    from vggexplorer.core.model.head import preset
+    from vggexplorer.core.run.tracer import Tracer
 
     torch.manual_seed(0)
     model = build_model(preset(args.head), init=False)
@@ -152,7 +152,7 @@ def main() -> None:
 
 def _per_op_cost() -> None:
     """The tracer's own cost per op and per allocation, measured on tiny ops (no compute to hide behind)."""
-    from vggexplorer.core.tracer import Tracer
+    from vggexplorer.core.run.tracer import Tracer
 
     a, b = torch.ones(4), torch.ones(4)
     n = 20000

@@ -5,7 +5,7 @@
 
 Each configuration runs in a fresh Python subprocess (``--one``), so the caching allocator, cuDNN's
 workspace choices and the CUDA context of one run cannot leak into the peaks of the next. The child drives
-the engine's own run generator (``vggexplorer.core.engine.run``) and reports the run's summary (allocator
+the engine's own run generator (``vggexplorer.core.run.engine.run``) and reports the run's summary (allocator
 peak allocated/reserved, peak NVML process memory from the device sampler) next to
 ``torch.cuda.max_memory_allocated/reserved`` as an independent cross-check. Qt is never imported.
 
@@ -43,10 +43,10 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
     """Run one config in this (fresh) process and return plain numbers."""
     import torch
 
-    from vggexplorer.core import nvml
-    from vggexplorer.core.engine import RunConfig, run
-    from vggexplorer.core.errors import VGGExplorerError
-    from vggexplorer.core.head import preset
+    from vggexplorer.core.base.errors import VGGExplorerError
+    from vggexplorer.core.devices import nvml
+    from vggexplorer.core.model.head import preset
+    from vggexplorer.core.run.engine import RunConfig, run
 
     t = time.perf_counter()
     try:

@@ -23,10 +23,10 @@ import pytest
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from vggexplorer.core import engine
-from vggexplorer.core.backbone import build_model
-from vggexplorer.core.engine import RunConfig, execute, run
-from vggexplorer.core.head import preset
+from vggexplorer.core.model.backbone import build_model
+from vggexplorer.core.model.head import preset
+from vggexplorer.core.run import engine
+from vggexplorer.core.run.engine import RunConfig, execute, run
 
 CONFIGS = {
     "gap-64-train-step-adam": dict(head="gap", hw=64, mode="train-step", optimizer="adam"),

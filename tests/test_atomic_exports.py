@@ -25,12 +25,12 @@ from typing import Any
 
 import pytest
 
-import vggexplorer.core.runfile as runfile
-from vggexplorer.core.compare import synthetic_run
-from vggexplorer.core.head import HeadSpec, preset
-from vggexplorer.core.result import RunResult
-from vggexplorer.core.runfile import save_run, write_csv
-from vggexplorer.core.snapshot import export_snapshot
+import vggexplorer.core.results.runfile as runfile
+from vggexplorer.core.allocator.snapshot import export_snapshot
+from vggexplorer.core.model.head import HeadSpec, preset
+from vggexplorer.core.results.compare import synthetic_run
+from vggexplorer.core.results.result import RunResult
+from vggexplorer.core.results.runfile import save_run, write_csv
 
 OLD = b"OLD CONTENT, must survive every failure\n"
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
@@ -45,11 +45,11 @@ TRACE = [("alloc", 0x7F0000000000 + 512 * i, 512, i, f"frame {i}") for i in rang
 
 
 def _plotting() -> Any:
-    return pytest.importorskip("vggexplorer.qt.plotting")
+    return pytest.importorskip("vggexplorer.qt.plots.plotting")
 
 
 def _gpu_profile() -> Any:
-    from vggexplorer.core.gpus import resolve_gpu
+    from vggexplorer.core.predict.gpus import resolve_gpu
 
     return resolve_gpu("h100", None)
 
@@ -299,7 +299,7 @@ def break_producer(exporter: str, result: RunResult, monkeypatch: pytest.MonkeyP
     elif exporter == "head.json":
         monkeypatch.setattr(HeadSpec, "to_json", lambda self: (_ for _ in ()).throw(Boom("producer")))
     elif exporter == "snapshot.pickle":
-        import vggexplorer.core.snapshot as snapshot
+        import vggexplorer.core.allocator.snapshot as snapshot
 
         real_build = snapshot.build_snapshot_dict
 
@@ -309,7 +309,7 @@ def break_producer(exporter: str, result: RunResult, monkeypatch: pytest.MonkeyP
 
         monkeypatch.setattr(snapshot, "build_snapshot_dict", build)
     elif exporter == "gpu-profile.json":
-        from vggexplorer.core.gpus import GpuProfile
+        from vggexplorer.core.predict.gpus import GpuProfile
 
         monkeypatch.setattr(GpuProfile, "to_dict", lambda self: (_ for _ in ()).throw(Boom("producer")))
     elif exporter in ("export_png", "export_run_plots-png"):

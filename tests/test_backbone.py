@@ -7,8 +7,8 @@ import importlib.util
 import pytest
 import torch
 
-from vggexplorer.core.backbone import BACKBONES, build_model, fc_to_fcn_state_dict, head_module_names
-from vggexplorer.core.head import preset
+from vggexplorer.core.model.backbone import BACKBONES, build_model, fc_to_fcn_state_dict, head_module_names
+from vggexplorer.core.model.head import preset
 
 # torchvision.models.vgg parameter counts (weights=None), for every variant.
 TORCHVISION_PARAMS = {

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from vggexplorer.cli import main
-from vggexplorer.core.runfile import load_run
+from vggexplorer.core.results.runfile import load_run
 
 FAST = ["--head", "gap", "--input", "32", "--device", "cpu", "--no-plots", "--quiet"]
 

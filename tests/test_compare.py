@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vggexplorer.core.compare import (
+from vggexplorer.core.base.units import GiB
+from vggexplorer.core.results.compare import (
     categories_at_peak,
     category_levels_at,
     compare,
@@ -15,8 +16,7 @@ from vggexplorer.core.compare import (
     peak_time,
     synthetic_run,
 )
-from vggexplorer.core.result import CATEGORIES
-from vggexplorer.core.units import GiB
+from vggexplorer.core.results.result import CATEGORIES
 
 
 @pytest.fixture(scope="module")

@@ -10,10 +10,10 @@ import pytest
 import torch
 from leaks import NOTHING_INSTALLED, installed
 
-from vggexplorer.core.attribution import category_series
-from vggexplorer.core.engine import ConfigError, FailAt, Progress, RunConfig, execute, run, run_iter
-from vggexplorer.core.head import preset
-from vggexplorer.core.result import CATEGORIES, PHASES, RunResult
+from vggexplorer.core.model.head import preset
+from vggexplorer.core.results.result import CATEGORIES, PHASES, RunResult
+from vggexplorer.core.run.attribution import category_series
+from vggexplorer.core.run.engine import ConfigError, FailAt, Progress, RunConfig, execute, run, run_iter
 
 VGG11_PARAMS = 132_863_336
 

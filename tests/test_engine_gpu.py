@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from vggexplorer.core.engine import FailAt, RunConfig, run
-from vggexplorer.core.head import preset
+from vggexplorer.core.model.head import preset
+from vggexplorer.core.run.engine import FailAt, RunConfig, run
 
 pytestmark = pytest.mark.gpu
 
@@ -23,7 +23,7 @@ def cfg(**kw: object) -> RunConfig:
 def test_allocator_timeline_agrees_with_memory_allocated() -> None:
     """Every allocated-bytes value read directly (memory_stats at each tensor event) is a level of the
     timeline replayed from the memory history, and after the run torch is back where it started."""
-    from vggexplorer.core.engine import AllocatorSource, ex_wall0, execute, start_allocator_source
+    from vggexplorer.core.run.engine import AllocatorSource, ex_wall0, execute, start_allocator_source
 
     torch.cuda.empty_cache()
     before = torch.cuda.memory_allocated()

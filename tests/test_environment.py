@@ -13,9 +13,9 @@ import pytest
 import torch
 from test_nvml import UUID_B, FakeNvml, fake_cuda, nvml_error, two_gpus
 
-from vggexplorer.core import environment as envmod
-from vggexplorer.core import nvml
-from vggexplorer.core.environment import (
+from vggexplorer.core.devices import environment as envmod
+from vggexplorer.core.devices import nvml
+from vggexplorer.core.devices.environment import (
     DeviceInfo,
     best_device,
     collect_environment,

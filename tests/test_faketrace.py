@@ -7,10 +7,10 @@ from dataclasses import replace
 
 import pytest
 
-from vggexplorer.core.engine import OPTIMIZERS, RunConfig, run
-from vggexplorer.core.faketrace import FakeTrace, Row, map_to_cuda, module_geometry, trace
-from vggexplorer.core.head import PRESET_NAMES, preset
-from vggexplorer.core.result import CATEGORIES, PHASES, RunResult
+from vggexplorer.core.model.head import PRESET_NAMES, preset
+from vggexplorer.core.predict.faketrace import FakeTrace, Row, map_to_cuda, module_geometry, trace
+from vggexplorer.core.results.result import CATEGORIES, PHASES, RunResult
+from vggexplorer.core.run.engine import OPTIMIZERS, RunConfig, run
 
 # Smallest inputs each preset accepts (fcn needs a 7×7 map after features: 224).
 INPUT = {"fc": (64, 64), "fcn-pooled": (64, 64), "gap": (64, 64), "fcn": (224, 224)}
@@ -229,8 +229,8 @@ def test_meta_shortcuts_do_not_change_the_trace(name: str) -> None:
     for every mode and optimizer, both flavours, two iterations, with and without BatchNorm."""
     from unittest import mock
 
-    from vggexplorer.core import metafast
-    from vggexplorer.core.head import load_head
+    from vggexplorer.core.model.head import load_head
+    from vggexplorer.core.run import metafast
 
     def rows(ft: FakeTrace) -> list[tuple[object, ...]]:
         return [

@@ -35,14 +35,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from leaks import NOTHING_INSTALLED, installed
 
-import vggexplorer.core.engine as engine
-from vggexplorer.core import nvml, sampler
-from vggexplorer.core.backbone import build_model
-from vggexplorer.core.engine import FailAt, RunConfig, execute, run, run_iter
-from vggexplorer.core.head import preset
-from vggexplorer.core.result import PHASES, RunResult
-from vggexplorer.core.runfile import load_run, save_run, write_csv
-from vggexplorer.core.tracer import Tracer
+import vggexplorer.core.run.engine as engine
+from vggexplorer.core.devices import nvml
+from vggexplorer.core.model.backbone import build_model
+from vggexplorer.core.model.head import preset
+from vggexplorer.core.results.result import PHASES, RunResult
+from vggexplorer.core.results.runfile import load_run, save_run, write_csv
+from vggexplorer.core.run import sampler
+from vggexplorer.core.run.engine import FailAt, RunConfig, execute, run, run_iter
+from vggexplorer.core.run.tracer import Tracer
 
 GAP = preset("gap")
 #: leaf modules of VGG11 + the gap head, in forward order

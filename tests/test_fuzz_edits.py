@@ -36,12 +36,12 @@ from PySide6.QtCore import QMessageLogContext, QtMsgType, qInstallMessageHandler
 from PySide6.QtTest import QAbstractItemModelTester
 from PySide6.QtWidgets import QApplication
 
-from vggexplorer.core import backbone
-from vggexplorer.core.errors import HeadError
-from vggexplorer.core.head import PRESET_NAMES, HeadDocument, HeadSpec, LayerSpec, preset
-from vggexplorer.core.layers import LAYER_TYPES, MAX_INT, ParamSpec
-from vggexplorer.qt.head_model import HeadListModel, LayerRole
-from vggexplorer.qt.undo import make_stack
+from vggexplorer.core.base.errors import HeadError
+from vggexplorer.core.model import backbone
+from vggexplorer.core.model.head import PRESET_NAMES, HeadDocument, HeadSpec, LayerSpec, preset
+from vggexplorer.core.model.layers import LAYER_TYPES, MAX_INT, ParamSpec
+from vggexplorer.qt.head.head_model import HeadListModel, LayerRole
+from vggexplorer.qt.head.undo import make_stack
 
 # --- strategies ------------------------------------------------------------------------------------------
 
@@ -377,7 +377,7 @@ def test_fuzzed_edits_10000_cases(qapp: QApplication) -> None:
 
 def test_the_fuzzer_can_fail(qapp: QApplication) -> None:
     """The checks bite: an undo command that does not restore the earlier state is caught."""
-    from vggexplorer.qt import undo
+    from vggexplorer.qt.head import undo
 
     def broken_undo(self: undo.MoveLayer) -> None:
         pass  # forgets to move the layer back

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from vggexplorer.core.gpus import (
+from vggexplorer.core.predict.gpus import (
     CUBLAS_DEFAULT_WORKSPACE,
     GiB,
     GpuError,

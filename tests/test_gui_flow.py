@@ -21,10 +21,10 @@ import pytest
 from PySide6.QtCore import QModelIndex, Qt, QTimer
 from pytestqt.qtbot import QtBot
 
-from vggexplorer.core.head import HeadSpec
-from vggexplorer.qt.head_model import IssueRole, StateRole
+from vggexplorer.core.model.head import HeadSpec
+from vggexplorer.qt.head.head_model import IssueRole, StateRole
+from vggexplorer.qt.head.palette import PaletteView
 from vggexplorer.qt.main_window import MainWindow, engine_run_factory
-from vggexplorer.qt.palette import PaletteView
 from vggexplorer.qt.run_controls import RunSettings
 from vggexplorer.qt.settings import AppSettings
 from vggexplorer.qt.worker import RunProgress
@@ -167,7 +167,7 @@ def test_edit_undo_redo_fix_run_export(qtbot: QtBot, window: MainWindow, tmp_pat
     assert len(rows) > 2 and len(rows[0]) > 2
     json_path = tmp_path / "run.json"
     assert w.export_data(json_path, "json")
-    from vggexplorer.core.runfile import load_run
+    from vggexplorer.core.results.runfile import load_run
 
     again = load_run(json_path)
     assert again.summary.peak_tensor_bytes == r.summary.peak_tensor_bytes
@@ -356,7 +356,7 @@ def test_float16_on_cpu_is_blocked_with_reason(window: MainWindow) -> None:
 
 
 def test_engine_choices_match() -> None:
-    from vggexplorer.core import engine
+    from vggexplorer.core.run import engine
     from vggexplorer.qt import run_controls
 
     assert set(run_controls.MODES) == set(engine.MODES)

@@ -10,9 +10,9 @@ from PySide6.QtGui import QUndoStack
 from PySide6.QtWidgets import QLineEdit, QMenu
 from pytestqt.qtbot import QtBot
 
-from vggexplorer.core.head import HeadDocument, default_layer, preset
-from vggexplorer.core.layers import LAYER_TYPES
-from vggexplorer.qt.head_model import (
+from vggexplorer.core.model.head import HeadDocument, default_layer, preset
+from vggexplorer.core.model.layers import LAYER_TYPES
+from vggexplorer.qt.head.head_model import (
     ROWS_MIME,
     TYPE_MIME,
     HeadListModel,
@@ -21,9 +21,9 @@ from vggexplorer.qt.head_model import (
     ParamsRole,
     StateRole,
 )
-from vggexplorer.qt.head_view import HeadView
-from vggexplorer.qt.palette import PaletteView
-from vggexplorer.qt.properties import PropertyPanel, parse_value
+from vggexplorer.qt.head.head_view import HeadView
+from vggexplorer.qt.head.palette import PaletteView
+from vggexplorer.qt.head.properties import PropertyPanel, parse_value
 
 
 @pytest.fixture
@@ -121,7 +121,7 @@ def test_undo_texts_and_round_trip(model: HeadListModel) -> None:
 
 
 def test_invalid_edit_pushes_nothing(model: HeadListModel) -> None:
-    from vggexplorer.core.errors import HeadError
+    from vggexplorer.core.base.errors import HeadError
 
     with pytest.raises(HeadError):
         model.push_update(2, in_features=0)

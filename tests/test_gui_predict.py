@@ -12,10 +12,10 @@ import pytest
 from PySide6.QtCore import QModelIndex, Qt
 from pytestqt.qtbot import QtBot
 
-from vggexplorer.core.compare import synthetic_run
-from vggexplorer.core.units import GiB
+from vggexplorer.core.base.units import GiB
+from vggexplorer.core.results.compare import synthetic_run
 from vggexplorer.qt.main_window import MainWindow
-from vggexplorer.qt.plotting import PREDICTED_STYLE
+from vggexplorer.qt.plots.plotting import PREDICTED_STYLE
 from vggexplorer.qt.predict_panel import PredictionAnswer
 from vggexplorer.qt.settings import AppSettings
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from vggexplorer.core.errors import HeadError
-from vggexplorer.core.head import (
+from vggexplorer.core.base.errors import HeadError
+from vggexplorer.core.model.head import (
     HEAD_FORMAT,
     PRESET_NAMES,
     Edit,
@@ -21,7 +21,7 @@ from vggexplorer.core.head import (
     load_head,
     preset,
 )
-from vggexplorer.core.layers import LAYER_TYPES
+from vggexplorer.core.model.layers import LAYER_TYPES
 
 REQUIRED_TYPES = {
     "AdaptiveAvgPool2d", "AvgPool2d", "MaxPool2d", "Flatten", "Linear", "Conv2d", "ReLU", "LeakyReLU",

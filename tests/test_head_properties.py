@@ -7,10 +7,10 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vggexplorer.core.errors import HeadError
-from vggexplorer.core.head import HeadSpec, LayerSpec, preset
-from vggexplorer.core.layers import LAYER_TYPES, ParamSpec
-from vggexplorer.core.shapes import infer_shapes
+from vggexplorer.core.base.errors import HeadError
+from vggexplorer.core.model.head import HeadSpec, LayerSpec, preset
+from vggexplorer.core.model.layers import LAYER_TYPES, ParamSpec
+from vggexplorer.core.model.shapes import infer_shapes
 
 sizes = st.one_of(st.integers(-3, 5000), st.just(1 << 30))
 

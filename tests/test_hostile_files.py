@@ -21,11 +21,22 @@ from typing import Any
 import pytest
 
 from vggexplorer.cli import main
-from vggexplorer.core.compare import synthetic_run
-from vggexplorer.core.errors import VGGExplorerError
-from vggexplorer.core.head import MAX_HEAD_FILE_BYTES, HeadDocument, HeadError, HeadSpec, preset
-from vggexplorer.core.runfile import MAX_RUN_FILE_BYTES, RunFileError, load_run, result_to_dict, save_run
-from vggexplorer.core.snapshot import MAX_SNAPSHOT_BYTES, SnapshotError, export_snapshot, load_snapshot
+from vggexplorer.core.allocator.snapshot import (
+    MAX_SNAPSHOT_BYTES,
+    SnapshotError,
+    export_snapshot,
+    load_snapshot,
+)
+from vggexplorer.core.base.errors import VGGExplorerError
+from vggexplorer.core.model.head import MAX_HEAD_FILE_BYTES, HeadDocument, HeadError, HeadSpec, preset
+from vggexplorer.core.results.compare import synthetic_run
+from vggexplorer.core.results.runfile import (
+    MAX_RUN_FILE_BYTES,
+    RunFileError,
+    load_run,
+    result_to_dict,
+    save_run,
+)
 
 DEEP = 100_000
 

@@ -23,8 +23,8 @@ import pynvml
 import pytest
 import torch
 
-from vggexplorer.core import nvml
-from vggexplorer.core.nvml import NA
+from vggexplorer.core.devices import nvml
+from vggexplorer.core.devices.nvml import NA
 
 GiB = 1024**3
 
@@ -252,7 +252,8 @@ def test_na_reads_as_na_and_computes_as_nan() -> None:
 def test_import_does_not_touch_nvml() -> None:
     code = (
         "import sys\n"
-        "import vggexplorer.core.nvml, vggexplorer.core.sampler, vggexplorer.core.environment\n"
+        "import vggexplorer.core.devices.nvml, vggexplorer.core.run.sampler\n"
+        "import vggexplorer.core.devices.environment\n"
         "print('pynvml' in sys.modules)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 from PySide6 import QtCore, QtGui
 
-from vggexplorer.core.compare import categories_at_peak, synthetic_run
-from vggexplorer.core.result import RunResult
-from vggexplorer.core.units import fmt_bytes
-from vggexplorer.qt import plotting
-from vggexplorer.qt.plotting import (
+from vggexplorer.core.base.units import fmt_bytes
+from vggexplorer.core.results.compare import categories_at_peak, synthetic_run
+from vggexplorer.core.results.result import RunResult
+from vggexplorer.qt.plots import plotting
+from vggexplorer.qt.plots.plotting import (
     CategoryPlot,
     MemoryPlot,
     StepCurveItem,
@@ -262,8 +262,8 @@ def test_export_run_plots_writes_both(tmp_path: Path, cuda_run: RunResult) -> No
 
 
 def test_real_tiny_cpu_run_plots(qtbot: Any, tmp_path: Path) -> None:
-    engine = pytest.importorskip("vggexplorer.core.engine")
-    from vggexplorer.core.head import preset
+    engine = pytest.importorskip("vggexplorer.core.run.engine")
+    from vggexplorer.core.model.head import preset
 
     r = engine.run(
         engine.RunConfig(head=preset("gap"), device="cpu", batch=1, input_hw=(64, 64), sample_hz=200)

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from vggexplorer.cli import main
-from vggexplorer.core.engine import RunConfig
-from vggexplorer.core.gpus import GiB, MiB, adhoc_profile, find_profile
-from vggexplorer.core.head import preset
-from vggexplorer.core.predict import Predictor, _replay, predict
-from vggexplorer.core.result import PHASES
+from vggexplorer.core.model.head import preset
+from vggexplorer.core.predict.gpus import GiB, MiB, adhoc_profile, find_profile
+from vggexplorer.core.predict.predictor import Predictor, _replay, predict
+from vggexplorer.core.results.result import PHASES
+from vggexplorer.core.run.engine import RunConfig
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +126,7 @@ def test_max_batch_is_the_largest_batch_that_fits() -> None:
 
     The allocator's verdict need not be monotonic in the batch (gap at 32×32 on 1 GiB fits at 323, not at
     324-326, fits again up to 355), so a bisection alone can stop at a lower boundary."""
-    from vggexplorer.core.predict import _key, _tensor_bound
+    from vggexplorer.core.predict.predictor import _key, _tensor_bound
 
     cfg = _cfg("gap", batch=2, input_hw=(32, 32), mode="train")
     for cap in ("900MiB", "1GiB", "4GiB"):
@@ -266,7 +266,7 @@ def test_cli_out_writes_run_and_snapshot(tmp_path: Path, capsys: pytest.CaptureF
         )
         == 0
     )
-    from vggexplorer.core.snapshot import load_snapshot
+    from vggexplorer.core.allocator.snapshot import load_snapshot
 
     snap = load_snapshot(out / "snapshot.pickle")
     assert snap.segments and snap.trace(0)
@@ -275,7 +275,7 @@ def test_cli_out_writes_run_and_snapshot(tmp_path: Path, capsys: pytest.CaptureF
     assert {"segments", "device_traces"} <= set(raw)
     assert main(["replay", str(out / "snapshot.pickle")]) == 0  # the exported trace replays exactly
     try:
-        from vggexplorer.core.runfile import load_run
+        from vggexplorer.core.results.runfile import load_run
     except ImportError:  # pragma: no cover
         return
     r = load_run(out / "run.json")
@@ -309,8 +309,8 @@ def test_gpu_predicted_peaks_equal_measured(name: str) -> None:
     """On a real GPU: predicted peak allocated and reserved equal the measured ones (calibrated profile)."""
     import torch
 
-    from vggexplorer.core.engine import run
-    from vggexplorer.core.predict import calibrate
+    from vggexplorer.core.predict.predictor import calibrate
+    from vggexplorer.core.run.engine import run
 
     profile = calibrate(save=False)
     cfg = _cfg(name, batch=4, input_hw=(224, 224), device="cuda")
@@ -352,7 +352,7 @@ def test_derived_rows_use_the_requested_batch_for_workspaces() -> None:
 def test_disk_cache_round_trip_answers_without_tracing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from vggexplorer.core import predict_cache
+    from vggexplorer.core.predict import cache as predict_cache
 
     monkeypatch.setenv("VGGEXPLORER_CACHE_DIR", str(tmp_path))
     cfg = _cfg("fcn-pooled", batch=8, input_hw=(64, 64), mode="train-step", optimizer="sgd")
@@ -383,7 +383,7 @@ def test_disk_cache_round_trip_answers_without_tracing(
 
 
 def test_disk_cache_bad_file_is_ignored_and_removed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from vggexplorer.core import predict_cache
+    from vggexplorer.core.predict import cache as predict_cache
 
     monkeypatch.setenv("VGGEXPLORER_CACHE_DIR", str(tmp_path))
     cfg = _cfg("gap", batch=2, input_hw=(32, 32), mode="train")
@@ -453,7 +453,7 @@ def test_disk_cache_keeps_the_most_recently_used(tmp_path: Path, monkeypatch: py
 
     import numpy as np
 
-    from vggexplorer.core import predict_cache
+    from vggexplorer.core.predict import cache as predict_cache
 
     monkeypatch.setenv("VGGEXPLORER_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(predict_cache, "MAX_FILES", 3)

@@ -11,11 +11,18 @@ from typing import Any
 import numpy as np
 import pytest
 
-import vggexplorer.core.runfile as runfile
-from vggexplorer.core.engine import FailAt, RunConfig, run
-from vggexplorer.core.head import preset
-from vggexplorer.core.result import RUN_FORMAT, RunResult
-from vggexplorer.core.runfile import RunFileError, load_run, loads_run, result_to_dict, save_run, write_csv
+import vggexplorer.core.results.runfile as runfile
+from vggexplorer.core.model.head import preset
+from vggexplorer.core.results.result import RUN_FORMAT, RunResult
+from vggexplorer.core.results.runfile import (
+    RunFileError,
+    load_run,
+    loads_run,
+    result_to_dict,
+    save_run,
+    write_csv,
+)
+from vggexplorer.core.run.engine import FailAt, RunConfig, run
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,9 @@ import pytest
 import torch
 from test_nvml import UUID_B, FakeGpu, FakeNvml, fake_cuda, nvml_error, two_gpus
 
-from vggexplorer.core import nvml, sampler
-from vggexplorer.core.sampler import MAX_FAILURES, MISSING, DeviceSampler, read_rss, valid_max
+from vggexplorer.core.devices import nvml
+from vggexplorer.core.run import sampler
+from vggexplorer.core.run.sampler import MAX_FAILURES, MISSING, DeviceSampler, read_rss, valid_max
 
 GiB = 1024**3
 DEADLINE_S = 20.0

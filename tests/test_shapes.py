@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from vggexplorer.core.head import layer, preset
-from vggexplorer.core.shapes import infer_shapes
+from vggexplorer.core.model.head import layer, preset
+from vggexplorer.core.model.shapes import infer_shapes
 
 
 @pytest.mark.parametrize(

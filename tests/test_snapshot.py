@@ -16,8 +16,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vggexplorer.core.allocator import Block, CachingAllocatorModel
-from vggexplorer.core.snapshot import (
+from vggexplorer.core.allocator.caching import Block, CachingAllocatorModel
+from vggexplorer.core.allocator.snapshot import (
     Snapshot,
     SnapshotError,
     TraceEntry,
@@ -104,7 +104,7 @@ class _TwoMiBSegmentsModel(CachingAllocatorModel):
     """Allocates every large segment as the request rounded up to 2 MiB (no 20 MiB buffers)."""
 
     def malloc(self, size: int, *, tag: object = None) -> Block:
-        import vggexplorer.core.allocator as alloc_mod
+        import vggexplorer.core.allocator.caching as alloc_mod
 
         def two_mib_multiple(rounded: int) -> int:
             return 2 * MiB * -(-rounded // (2 * MiB))

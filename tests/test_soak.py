@@ -185,8 +185,8 @@ def _torch_state() -> dict[str, Any]:
 
 @pytest.mark.slow
 def test_engine_soak() -> None:
-    from vggexplorer.core.engine import RunConfig, run_iter
-    from vggexplorer.core.head import preset
+    from vggexplorer.core.model.head import preset
+    from vggexplorer.core.run.engine import RunConfig, run_iter
 
     configs = {
         mode: RunConfig(head=preset("gap"), device="cpu", input_hw=(32, 32), batch=1, mode=mode, iterations=1)

@@ -10,8 +10,8 @@ import torch
 from leaks import installed
 from torch.distributed._tools.mem_tracker import MemTracker
 
-from vggexplorer.core.result import CATEGORIES, PHASES
-from vggexplorer.core.tracer import Cancelled, FailAt, Tracer, is_oom_error
+from vggexplorer.core.results.result import CATEGORIES, PHASES
+from vggexplorer.core.run.tracer import Cancelled, FailAt, Tracer, is_oom_error
 
 
 def small_net() -> torch.nn.Sequential:

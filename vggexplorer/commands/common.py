@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import re
 
-from vggexplorer.core.backbone import BACKBONES
-from vggexplorer.core.head import PRESET_NAMES
+from vggexplorer.core.model.backbone import BACKBONES
+from vggexplorer.core.model.head import PRESET_NAMES
 
 MAX_INPUT = 8192
 MAX_BATCH = 1 << 16

@@ -13,7 +13,7 @@ import io
 from pathlib import Path
 
 from vggexplorer.cli import EXIT_OK, fail
-from vggexplorer.core.errors import VGGExplorerError
+from vggexplorer.core.base.errors import VGGExplorerError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -25,15 +25,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vggexplorer.core.compare import (
+    from vggexplorer.core.base.fileio import atomic_write_text
+    from vggexplorer.core.results.compare import (
         ROW_FIELDS,
         compare,
         comparison_to_markdown,
         comparison_to_rows,
         explain,
     )
-    from vggexplorer.core.fileio import atomic_write_text
-    from vggexplorer.core.runfile import load_run
+    from vggexplorer.core.results.runfile import load_run
 
     if len(args.runs) < 2:
         return fail("compare needs at least two run files (A.json B.json)")
@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         atomic_write_text(out / "compare.csv", buf.getvalue())
         if not args.no_plots:
             try:
-                from vggexplorer.qt.plotting import export_run_plots
+                from vggexplorer.qt.plots.plotting import export_run_plots
             except ImportError as e:
                 return fail(f"plots need PySide6 and pyqtgraph ({e}); use --no-plots")
             export_run_plots(results, out / "compare.png", out / "compare.svg")

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from vggexplorer.cli import EXIT_BAD_INPUT, EXIT_OK, fail
-from vggexplorer.core.errors import VGGExplorerError
+from vggexplorer.core.base.errors import VGGExplorerError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -34,7 +34,7 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vggexplorer.core.runfile import load_run, write_csv
+    from vggexplorer.core.results.runfile import load_run, write_csv
 
     want_png, want_svg, want_csv = args.png, args.svg, args.csv
     if not (want_png or want_svg or want_csv):
@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
             written.append(out / "memory.csv")
         if want_png or want_svg:
             try:
-                from vggexplorer.qt.plotting import export_run_plots
+                from vggexplorer.qt.plots.plotting import export_run_plots
             except ImportError as e:
                 return fail(f"plots need PySide6 and pyqtgraph ({e}); install vggexplorer[gui]")
             png = out / "memory.png" if want_png else None

@@ -11,9 +11,9 @@ from typing import Any
 
 from vggexplorer.cli import EXIT_OK, fail
 from vggexplorer.commands.common import add_model_args
-from vggexplorer.core.config import DTYPES, MODES, OPTIMIZERS
-from vggexplorer.core.errors import VGGExplorerError
-from vggexplorer.core.units import fmt_bytes
+from vggexplorer.core.base.errors import VGGExplorerError
+from vggexplorer.core.base.units import fmt_bytes
+from vggexplorer.core.model.config import DTYPES, MODES, OPTIMIZERS
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -53,10 +53,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def run(args: argparse.Namespace) -> int:
     t_start = time.perf_counter()
     try:
-        from vggexplorer.core.config import ConfigError, RunConfig
-        from vggexplorer.core.gpus import GpuError, resolve_gpu
-        from vggexplorer.core.head import load_head
-        from vggexplorer.core.predict import Predictor
+        from vggexplorer.core.model.config import ConfigError, RunConfig
+        from vggexplorer.core.model.head import load_head
+        from vggexplorer.core.predict.gpus import GpuError, resolve_gpu
+        from vggexplorer.core.predict.predictor import Predictor
 
         gpu = resolve_gpu(args.gpu, args.capacity)
         spec = load_head(args.head, args.backbone)
@@ -99,11 +99,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _write_out(pred: Any, out: Path) -> None:
-    from vggexplorer.core.snapshot import export_model_snapshot
+    from vggexplorer.core.allocator.snapshot import export_model_snapshot
 
     out.mkdir(parents=True, exist_ok=True)
     try:
-        from vggexplorer.core.runfile import save_run
+        from vggexplorer.core.results.runfile import save_run
     except ImportError:  # pragma: no cover - the engine's run file module is part of the app
         (out / "run.json").write_text(json.dumps(pred.to_dict(), indent=2) + "\n")
     else:
@@ -111,7 +111,7 @@ def _write_out(pred: Any, out: Path) -> None:
     if pred.allocator is not None and pred.allocator.record_history:
         r = pred.result
         tl = r.tensor
-        from vggexplorer.core.result import PHASES as phases
+        from vggexplorer.core.results.result import PHASES as phases
 
         def frames_of(tag: object) -> str:
             # model tags: the tensor row index (int) or a workspace label (str)

@@ -23,6 +23,6 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def run(args: argparse.Namespace) -> int:
-    from vggexplorer.core.snapshot import replay_main
+    from vggexplorer.core.allocator.snapshot import replay_main
 
     return replay_main(args.snapshot, as_json=args.json)

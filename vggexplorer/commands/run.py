@@ -15,11 +15,11 @@ from pathlib import Path
 
 from vggexplorer.cli import EXIT_BAD_INPUT, EXIT_OK, EXIT_OOM, fail
 from vggexplorer.commands.common import add_model_args
-from vggexplorer.core.errors import VGGExplorerError
+from vggexplorer.core.base.errors import VGGExplorerError
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from vggexplorer.core.config import DTYPES, MODES, OPTIMIZERS, ZERO_GRAD
+    from vggexplorer.core.model.config import DTYPES, MODES, OPTIMIZERS, ZERO_GRAD
 
     p = sub.add_parser("run", help="measure one run (allocator, tensor and device level) and write the files")
     add_model_args(p)
@@ -61,10 +61,10 @@ def _count(minimum: int) -> Callable[[str], int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vggexplorer.core.engine import FailAt, RunConfig, run_iter
-    from vggexplorer.core.head import load_head
-    from vggexplorer.core.runfile import save_run, write_csv
-    from vggexplorer.core.units import fmt_bytes
+    from vggexplorer.core.base.units import fmt_bytes
+    from vggexplorer.core.model.head import load_head
+    from vggexplorer.core.results.runfile import save_run, write_csv
+    from vggexplorer.core.run.engine import FailAt, RunConfig, run_iter
 
     try:
         spec = load_head(args.head, args.backbone)
@@ -115,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
         return fail(f"cannot write to {out}: {e.strerror or e}")
     if not args.no_plots:
         try:
-            from vggexplorer.qt.plotting import export_run_plots
+            from vggexplorer.qt.plots.plotting import export_run_plots
         except ImportError as e:
             print(
                 f"vggexplorer: note: plots skipped (Qt/pyqtgraph not available: {e}); "

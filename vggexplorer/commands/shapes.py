@@ -7,10 +7,10 @@ import json
 
 from vggexplorer.cli import EXIT_BAD_INPUT, EXIT_OK, fail
 from vggexplorer.commands.common import add_model_args
-from vggexplorer.core.errors import VGGExplorerError
-from vggexplorer.core.head import load_head
-from vggexplorer.core.shapes import ShapeReport, fmt_shape, infer_shapes
-from vggexplorer.core.units import fmt_bytes
+from vggexplorer.core.base.errors import VGGExplorerError
+from vggexplorer.core.base.units import fmt_bytes
+from vggexplorer.core.model.head import load_head
+from vggexplorer.core.model.shapes import ShapeReport, fmt_shape, infer_shapes
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

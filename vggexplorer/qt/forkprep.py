@@ -13,9 +13,9 @@ import gc
 
 import torch._dynamo  # noqa: F401
 
-import vggexplorer.core.attribution
-import vggexplorer.core.engine
-import vggexplorer.core.sampler
+import vggexplorer.core.run.attribution
+import vggexplorer.core.run.engine
+import vggexplorer.core.run.sampler
 import vggexplorer.qt.worker  # noqa: F401
 
 gc.collect()

@@ -16,8 +16,8 @@ from PySide6.QtCore import (
 from PySide6.QtGui import QBrush, QColor
 from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QLabel, QTableView, QVBoxLayout, QWidget
 
-from vggexplorer.core.result import LayerStats, RunResult
-from vggexplorer.core.units import fmt_bytes
+from vggexplorer.core.base.units import fmt_bytes
+from vggexplorer.core.results.result import LayerStats, RunResult
 
 SortRole = Qt.ItemDataRole.UserRole + 1
 

@@ -37,22 +37,22 @@ from PySide6.QtWidgets import (
 )
 
 from vggexplorer import __version__
-from vggexplorer.core.compare import comparison_to_markdown, comparison_to_rows
-from vggexplorer.core.errors import VGGExplorerError
-from vggexplorer.core.head import PRESET_NAMES, HeadDocument, HeadSpec, preset
-from vggexplorer.core.result import RunResult
-from vggexplorer.core.units import fmt_bytes
-from vggexplorer.qt.head_model import HeadListModel
-from vggexplorer.qt.head_view import HeadView
+from vggexplorer.core.base.errors import VGGExplorerError
+from vggexplorer.core.base.units import fmt_bytes
+from vggexplorer.core.model.head import PRESET_NAMES, HeadDocument, HeadSpec, preset
+from vggexplorer.core.results.compare import comparison_to_markdown, comparison_to_rows
+from vggexplorer.core.results.result import RunResult
+from vggexplorer.qt.head.head_model import HeadListModel
+from vggexplorer.qt.head.head_view import HeadView
+from vggexplorer.qt.head.palette import PaletteView
+from vggexplorer.qt.head.properties import PropertyPanel
+from vggexplorer.qt.head.undo import make_stack
 from vggexplorer.qt.layer_table import LayerTable
-from vggexplorer.qt.palette import PaletteView
-from vggexplorer.qt.plotting import CategoryPlot, MemoryPlot, export_png, export_svg
+from vggexplorer.qt.plots.plotting import CategoryPlot, MemoryPlot, export_png, export_svg
 from vggexplorer.qt.predict_panel import DEBOUNCE_MS, PredictionAnswer, PredictPanel, PredictService
-from vggexplorer.qt.properties import PropertyPanel
 from vggexplorer.qt.run_controls import CPU_CHOICE, DeviceChoice, RunControls, RunSettings, settings_label
 from vggexplorer.qt.runs import ComparePanel, RunsPanel
 from vggexplorer.qt.settings import AppSettings
-from vggexplorer.qt.undo import make_stack
 from vggexplorer.qt.worker import (
     CallWorker,
     EngineAccumulator,
@@ -923,7 +923,7 @@ class MainWindow(QMainWindow):
             self.open_run(p)
 
     def open_run(self, path: Path) -> RunResult | None:
-        from vggexplorer.core.runfile import load_run
+        from vggexplorer.core.results.runfile import load_run
 
         try:
             result = load_run(path)
@@ -946,7 +946,7 @@ class MainWindow(QMainWindow):
             self.save_run(p)
 
     def save_run(self, path: Path, result: RunResult | None = None) -> bool:
-        from vggexplorer.core.runfile import save_run
+        from vggexplorer.core.results.runfile import save_run
 
         r = result or self.current_run()
         if r is None:
@@ -1004,7 +1004,7 @@ class MainWindow(QMainWindow):
                 r = self.current_run()
                 if r is None:
                     raise ValueError("no run selected")
-                from vggexplorer.core import runfile
+                from vggexplorer.core.results import runfile
 
                 if kind == "csv":
                     runfile.write_csv(r, path)
@@ -1016,7 +1016,7 @@ class MainWindow(QMainWindow):
                 c = self.compare_panel.comparison
                 if c is None:
                     raise ValueError("no comparison: tick two runs and press Compare")
-                from vggexplorer.core.fileio import atomic_write_text
+                from vggexplorer.core.base.fileio import atomic_write_text
 
                 if kind == "compare-md":
                     atomic_write_text(path, comparison_to_markdown(c))

@@ -33,9 +33,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from vggexplorer.core.gpus import GpuError, GpuProfile, find_profile, list_profiles
-from vggexplorer.core.result import RunResult
-from vggexplorer.core.units import GiB, fmt_bytes
+from vggexplorer.core.base.units import GiB, fmt_bytes
+from vggexplorer.core.predict.gpus import GpuError, GpuProfile, find_profile, list_profiles
+from vggexplorer.core.results.result import RunResult
 
 CUSTOM = "custom"
 #: Shown by default when the device's own GPU has no profile (or there is no GPU).
@@ -58,9 +58,9 @@ def serve(requests: Any, answers: Any) -> None:
     """Child process: answer ``(id, {"config": engine config dict, "gpu": {"profile": name} | {"capacity":
     bytes}})`` requests until ``None`` or the pipe closes. Sends ``("prediction", id, dict)`` then
     ``("max_batch", id, n)``, or ``("error", id, text)``."""
-    from vggexplorer.core.engine import RunConfig
-    from vggexplorer.core.gpus import adhoc_profile
-    from vggexplorer.core.predict import Predictor
+    from vggexplorer.core.predict.gpus import adhoc_profile
+    from vggexplorer.core.predict.predictor import Predictor
+    from vggexplorer.core.run.engine import RunConfig
     from vggexplorer.qt.worker import _plain_result
 
     predictor = Predictor(disk_cache=True)

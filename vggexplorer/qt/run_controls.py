@@ -24,9 +24,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from vggexplorer.core.backbone import BACKBONES
-from vggexplorer.core.head import PRESET_NAMES
-from vggexplorer.core.units import fmt_bytes
+from vggexplorer.core.base.units import fmt_bytes
+from vggexplorer.core.model.backbone import BACKBONES
+from vggexplorer.core.model.head import PRESET_NAMES
 
 DTYPES = ("float32", "float16", "bfloat16")
 #: The engine's choices (``core/engine.py``: DTYPES, MODES, OPTIMIZERS; a test checks they agree). Not

@@ -26,9 +26,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from vggexplorer.core.compare import Comparison, Diff, compare, explain
-from vggexplorer.core.result import RunResult
-from vggexplorer.core.units import fmt_bytes, fmt_signed_bytes
+from vggexplorer.core.base.units import fmt_bytes, fmt_signed_bytes
+from vggexplorer.core.results.compare import Comparison, Diff, compare, explain
+from vggexplorer.core.results.result import RunResult
 
 RunRole = Qt.ItemDataRole.UserRole + 1
 MORE = QColor(176, 40, 30)

@@ -298,7 +298,7 @@ class EngineAccumulator:
     def snapshot(self) -> Any:
         if self._final is not None:
             return self._final
-        from vggexplorer.core.result import DeviceSamples, RunResult, Summary, Timeline
+        from vggexplorer.core.results.result import DeviceSamples, RunResult, Summary, Timeline
 
         cols: dict[str, np.ndarray] = {}
         for c in self.COLUMNS:
@@ -568,7 +568,7 @@ def subprocess_call(target: str, *args: Any) -> Any:
 def engine_run_iter(config: dict[str, Any], cancel: threading.Event) -> Generator[RunProgress, None, Any]:
     """Child side of a run: the engine's own generator for ``RunConfig.from_dict(config)``, its Progress
     re-yielded as plain ``RunProgress``."""
-    from vggexplorer.core.engine import FailAt, RunConfig, run_iter
+    from vggexplorer.core.run.engine import FailAt, RunConfig, run_iter
 
     config = dict(config)
     fail = config.pop("_fail_at", None)  # test hook: the engine's FailAt(module, phase)
@@ -609,6 +609,6 @@ def _plain_result(r: Any) -> Any:
 
 def discover_devices() -> tuple[list[Any], str, str]:
     """Child side of device discovery: (``list_devices()``, ``best_device()``, ``status_line()``)."""
-    from vggexplorer.core import environment
+    from vggexplorer.core.devices import environment
 
     return environment.list_devices(), environment.best_device(), environment.status_line()

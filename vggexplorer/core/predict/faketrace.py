@@ -63,8 +63,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from vggexplorer.core.backbone import BACKBONES, head_module_names
-from vggexplorer.core.result import CATEGORIES, PHASES, Fault, Span, Timeline
+from vggexplorer.core.model.backbone import BACKBONES, head_module_names
+from vggexplorer.core.results.result import CATEGORIES, PHASES, Fault, Span, Timeline
 
 __all__ = [
     "CUDA_RULES",
@@ -120,8 +120,8 @@ class ModuleGeometry:
 def module_geometry(config: Any) -> dict[str, ModuleGeometry]:
     """Leaf-module geometry for ``config`` (an engine ``RunConfig``): backbone walked from its cfg, head from
     ``infer_shapes``. Shapes only (no torch)."""
-    from vggexplorer.core.layers import pair
-    from vggexplorer.core.shapes import infer_shapes
+    from vggexplorer.core.model.layers import pair
+    from vggexplorer.core.model.shapes import infer_shapes
 
     n, (h, w) = config.batch, config.input_hw
     bb = BACKBONES[config.head.backbone]
@@ -235,7 +235,7 @@ def trace(config: Any, flavour: Flavour = "cuda") -> FakeTrace:
     The device in ``config`` is ignored (the trace runs on fake CPU tensors). float16 autocast, which the
     engine refuses on a real CPU, is traced with CPU autocast (same lower-precision op list for conv/addmm).
     """
-    from vggexplorer.core.engine import execute
+    from vggexplorer.core.run.engine import execute
 
     cfg = replace(config, device="cpu", warmup=config.warmup, allocator_level=False, sample_hz=0.0)
     t0 = time.perf_counter()

@@ -40,8 +40,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from vggexplorer.core.errors import VGGExplorerError
-from vggexplorer.core.units import GiB, MiB, fmt_bytes, parse_bytes
+from vggexplorer.core.base.errors import VGGExplorerError
+from vggexplorer.core.base.units import GiB, MiB, fmt_bytes, parse_bytes
 
 __all__ = [
     "GPU_FORMAT",
@@ -59,7 +59,7 @@ __all__ = [
 ]
 
 GPU_FORMAT = "vggexplorer.gpu/1"
-SHIPPED_DIR = Path(__file__).resolve().parent.parent.parent / "resources" / "gpus"
+SHIPPED_DIR = Path(__file__).resolve().parents[3] / "resources" / "gpus"
 MAX_PROFILE_BYTES = 256 * 1024
 
 #: cuBLAS default workspace, ``:4096:2:16:8`` (CublasHandlePool.cpp, parseChosenWorkspaceSize).
@@ -298,7 +298,7 @@ class GpuProfile:
         )
 
     def save(self, path: str | Path) -> None:
-        from vggexplorer.core.fileio import atomic_write_text
+        from vggexplorer.core.base.fileio import atomic_write_text
 
         p = Path(path)
         p.parent.mkdir(parents=True, exist_ok=True)

@@ -21,11 +21,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from vggexplorer.core.errors import HeadError
-from vggexplorer.core.head import LayerSpec
-from vggexplorer.core.layers import LAYER_TYPES, ParamSpec
-from vggexplorer.core.shapes import fmt_shape
-from vggexplorer.qt.head_model import HeadListModel, fmt_params
+from vggexplorer.core.base.errors import HeadError
+from vggexplorer.core.model.head import LayerSpec
+from vggexplorer.core.model.layers import LAYER_TYPES, ParamSpec
+from vggexplorer.core.model.shapes import fmt_shape
+from vggexplorer.qt.head.head_model import HeadListModel, fmt_params
 
 INVALID_STYLE = "QLineEdit { border: 1px solid #c0392b; background: #fdecea; }"
 

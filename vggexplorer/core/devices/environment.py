@@ -6,7 +6,7 @@ device picker and status bar.
 
 Nothing here runs at import time. Asking for a CUDA device's properties initialises CUDA in this process
 (``torch.cuda.get_device_properties``); that is the same process the runs use, so it costs nothing extra.
-NVML is asked through :mod:`vggexplorer.core.nvml`, which never raises.
+NVML is asked through :mod:`vggexplorer.core.devices.nvml`, which never raises.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from functools import lru_cache
 from importlib import metadata
 from typing import TYPE_CHECKING, Any, Literal
 
-from vggexplorer.core import nvml
-from vggexplorer.core.units import fmt_bytes
+from vggexplorer.core.base.units import fmt_bytes
+from vggexplorer.core.devices import nvml
 
 if TYPE_CHECKING:
     import torch

@@ -11,7 +11,7 @@ from typing import Any
 
 from PySide6.QtGui import QUndoCommand, QUndoStack
 
-from vggexplorer.core.head import HeadDocument, HeadSpec, LayerSpec
+from vggexplorer.core.model.head import HeadDocument, HeadSpec, LayerSpec
 
 
 class HeadCommand(QUndoCommand):

@@ -53,8 +53,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.module_tracker import ModuleTracker
 
-from vggexplorer.core import metafast
-from vggexplorer.core.result import CATEGORIES, PHASES, Span, Timeline
+from vggexplorer.core.results.result import CATEGORIES, PHASES, Span, Timeline
+from vggexplorer.core.run import metafast
 
 __all__ = ["Cancelled", "FailAt", "Tracer", "injected_oom_error", "is_oom_error"]
 

@@ -36,10 +36,10 @@ import numpy.typing as npt
 import pyqtgraph as pg
 from PySide6 import QtCore, QtGui, QtWidgets
 
-from vggexplorer.core.compare import category_levels_at, is_cuda, peak_time, run_label
-from vggexplorer.core.fileio import atomic_write_bytes, atomic_write_via
-from vggexplorer.core.result import CATEGORIES, PHASES, RunResult, Timeline
-from vggexplorer.core.units import GiB, KiB, MiB, fmt_bytes
+from vggexplorer.core.base.fileio import atomic_write_bytes, atomic_write_via
+from vggexplorer.core.base.units import GiB, KiB, MiB, fmt_bytes
+from vggexplorer.core.results.compare import category_levels_at, is_cuda, peak_time, run_label
+from vggexplorer.core.results.result import CATEGORIES, PHASES, RunResult, Timeline
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -1218,7 +1218,7 @@ class CategoryPlot(pg.GraphicsLayoutWidget):
         self._items.append((plot, item))
 
     def _draw_bars(self, results: list[RunResult]) -> None:
-        from vggexplorer.core.compare import categories_at_peak
+        from vggexplorer.core.results.compare import categories_at_peak
 
         p = self.bars_plot
         n = len(results)

@@ -26,11 +26,11 @@ from PySide6.QtCore import (
 )
 from PySide6.QtGui import QBrush, QColor, QUndoStack
 
-from vggexplorer.core.errors import HeadError
-from vggexplorer.core.head import Edit, HeadDocument, HeadSpec, LayerSpec, default_layer, fix_chain
-from vggexplorer.core.layers import LAYER_TYPES
-from vggexplorer.core.shapes import LayerShape, ShapeIssue, ShapeReport, fmt_shape, infer_shapes
-from vggexplorer.qt.undo import InsertLayer, MoveLayer, RemoveLayer, ReplaceLayer, SetHead, UpdateParams
+from vggexplorer.core.base.errors import HeadError
+from vggexplorer.core.model.head import Edit, HeadDocument, HeadSpec, LayerSpec, default_layer, fix_chain
+from vggexplorer.core.model.layers import LAYER_TYPES
+from vggexplorer.core.model.shapes import LayerShape, ShapeIssue, ShapeReport, fmt_shape, infer_shapes
+from vggexplorer.qt.head.undo import InsertLayer, MoveLayer, RemoveLayer, ReplaceLayer, SetHead, UpdateParams
 
 #: Rows of this head being dragged (JSON: ``{"model": id, "rows": [..]}``).
 ROWS_MIME = "application/x-vggexplorer-head-rows"

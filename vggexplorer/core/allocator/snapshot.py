@@ -29,7 +29,7 @@ from operator import attrgetter
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from vggexplorer.core.allocator import (
+from vggexplorer.core.allocator.caching import (
     SMALL_BUFFER,
     SMALL_SIZE,
     AllocatorEvent,
@@ -37,8 +37,8 @@ from vggexplorer.core.allocator import (
     SegmentInfo,
     round_size,
 )
-from vggexplorer.core.errors import VGGExplorerError
-from vggexplorer.core.fileio import UnreadableFile, atomic_write_bytes, read_regular_file
+from vggexplorer.core.base.errors import VGGExplorerError
+from vggexplorer.core.base.fileio import UnreadableFile, atomic_write_bytes, read_regular_file
 
 __all__ = [
     "MAX_SNAPSHOT_BYTES",

@@ -14,13 +14,13 @@ import inspect
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from vggexplorer.core.layers import pair
+from vggexplorer.core.model.layers import pair
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from vggexplorer.core.head import HeadSpec, LayerSpec
+    from vggexplorer.core.model.head import HeadSpec, LayerSpec
 
 # torchvision/models/vgg.py cfgs: numbers are conv output channels (3×3, padding 1), "M" a 2×2 max pool.
 CFGS: dict[str, list[int | str]] = {

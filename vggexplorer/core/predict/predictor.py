@@ -19,7 +19,7 @@ Pipeline (all on this machine's CPU, nothing computed):
    kernels (what cudaMalloc can still get). An ``AllocatorOOM`` is the predicted "out of memory at layer X in
    phase Y". nvidia-smi's per-process number = context + kernels (from the first forward op) + reserved.
 
-The result is a :class:`~vggexplorer.core.result.RunResult` with ``predicted=True`` (tensor timeline +
+The result is a :class:`~vggexplorer.core.results.result.RunResult` with ``predicted=True`` (tensor timeline +
 allocator timeline with reserved + device samples for the process curve), plus the verdict. Its time axis is
 the fake trace's own clock (the order of events is predicted, their durations are not).
 
@@ -43,11 +43,11 @@ from typing import Any
 
 import numpy as np
 
-from vggexplorer.core import predict_cache
-from vggexplorer.core.allocator import AllocatorOOM, Block, CachingAllocatorModel
-from vggexplorer.core.faketrace import FakeTrace, ModuleGeometry, Row, trace
-from vggexplorer.core.gpus import GpuProfile, torch_version_string
-from vggexplorer.core.result import (
+from vggexplorer.core.allocator.caching import AllocatorOOM, Block, CachingAllocatorModel
+from vggexplorer.core.predict import cache as predict_cache
+from vggexplorer.core.predict.faketrace import FakeTrace, ModuleGeometry, Row, trace
+from vggexplorer.core.predict.gpus import GpuProfile, torch_version_string
+from vggexplorer.core.results.result import (
     CATEGORIES,
     PHASES,
     DeviceSamples,
@@ -807,7 +807,7 @@ def _prediction(
     )
     if ft.execution is not None and not derived:
         try:
-            from vggexplorer.core.attribution import layer_stats
+            from vggexplorer.core.run.attribution import layer_stats
 
             result.layers = layer_stats(ft.execution, result)
         except Exception as e:  # the layer table is a nicety; the curves stand without it
@@ -863,7 +863,7 @@ def max_batch(
 
 def conv_workspace_sizes(config: Any, gpu: GpuProfile) -> dict[str, int]:
     """Per conv module: the (estimated) cuDNN workspace of one call — for reports."""
-    from vggexplorer.core.faketrace import module_geometry
+    from vggexplorer.core.predict.faketrace import module_geometry
 
     itemsize = 4 if config.dtype == "float32" else 2
     return {
@@ -899,8 +899,8 @@ def calibrate(device: int = 0, *, save: bool = True) -> GpuProfile:
 
     import torch
 
-    from vggexplorer.core import nvml
-    from vggexplorer.core.gpus import ConvWorkspacePolicy, user_profile_dir
+    from vggexplorer.core.devices import nvml
+    from vggexplorer.core.predict.gpus import ConvWorkspacePolicy, user_profile_dir
 
     if not torch.cuda.is_available():
         raise CalibrationError("calibration needs a CUDA GPU: torch.cuda.is_available() is False here")

@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from vggexplorer.core.errors import VGGExplorerError
-from vggexplorer.core.head import HeadSpec
+from vggexplorer.core.base.errors import VGGExplorerError
+from vggexplorer.core.model.head import HeadSpec
 
 __all__ = ["DTYPES", "MAX_ITERATIONS", "MODES", "OPTIMIZERS", "ZERO_GRAD", "ConfigError", "RunConfig"]
 

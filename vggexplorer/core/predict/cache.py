@@ -33,26 +33,17 @@ from typing import Any
 
 import numpy as np
 
-from vggexplorer.core.fileio import atomic_write_bytes, read_regular_file
-from vggexplorer.core.gpus import torch_version_string
-from vggexplorer.core.result import Span
+from vggexplorer.core.base.fileio import atomic_write_bytes, read_regular_file
+from vggexplorer.core.predict.gpus import torch_version_string
+from vggexplorer.core.results.result import Span
 
 __all__ = ["FORMAT", "MAX_FILES", "CachedModel", "cache_dir", "cache_key", "load", "save"]
 
 FORMAT = 1
-#: modules whose code decides the events of a trace (engine step program, tracer, CUDA mapping, model)
-_TRACE_SOURCES = (
-    "backbone.py",
-    "config.py",
-    "engine.py",
-    "faketrace.py",
-    "head.py",
-    "layers.py",
-    "metafast.py",
-    "result.py",
-    "shapes.py",
-    "tracer.py",
-)
+#: packages whose code decides the events of a trace (the model, the engine's step program and tracer,
+#: results' types, the CUDA mapping in predict): every ``.py`` file under them goes into the digest, so a
+#: moved or new module changes the key without anyone keeping a list of file names
+_TRACE_PACKAGES = ("base", "model", "results", "run", "predict")
 _MAX_FILE_BYTES = 64 << 20
 #: files kept; saving one more removes the least recently used (a stored model is ~60 KB for VGG11)
 MAX_FILES = 256
@@ -88,10 +79,11 @@ def cache_dir() -> Path | None:
 @functools.cache
 def _code_digest() -> str:
     h = hashlib.sha256()
-    here = Path(__file__).resolve().parent
-    for name in _TRACE_SOURCES:
-        h.update(name.encode())
-        h.update((here / name).read_bytes())
+    core = Path(__file__).resolve().parents[1]
+    for pkg in _TRACE_PACKAGES:
+        for path in sorted((core / pkg).rglob("*.py")):
+            h.update(path.relative_to(core).as_posix().encode())
+            h.update(path.read_bytes())
     return h.hexdigest()
 
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from vggexplorer.core.backbone import BACKBONES, conv_output_hw, head_module_names
-from vggexplorer.core.errors import VGGExplorerError
-from vggexplorer.core.head import HeadSpec, LayerSpec
-from vggexplorer.core.layers import buffer_count, pair
+from vggexplorer.core.base.errors import VGGExplorerError
+from vggexplorer.core.model.backbone import BACKBONES, conv_output_hw, head_module_names
+from vggexplorer.core.model.head import HeadSpec, LayerSpec
+from vggexplorer.core.model.layers import buffer_count, pair
 
 Shape = tuple[int, ...]
 POOL_TYPES = ("AdaptiveAvgPool2d", "AdaptiveMaxPool2d", "AvgPool2d", "MaxPool2d")
@@ -368,7 +368,7 @@ def _confirm_on_meta(report: ShapeReport) -> None:
 
     import torch
 
-    from vggexplorer.core.backbone import build_layer
+    from vggexplorer.core.model.backbone import build_layer
 
     if report.backbone is None:
         return

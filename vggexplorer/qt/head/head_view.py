@@ -33,10 +33,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from vggexplorer.core.backbone import BACKBONES
-from vggexplorer.core.errors import HeadError
-from vggexplorer.core.shapes import ShapeIssue, ShapeReport, fmt_shape
-from vggexplorer.qt.head_model import (
+from vggexplorer.core.base.errors import HeadError
+from vggexplorer.core.model.backbone import BACKBONES
+from vggexplorer.core.model.shapes import ShapeIssue, ShapeReport, fmt_shape
+from vggexplorer.qt.head.head_model import (
     HeadListModel,
     IssueRole,
     LayerRole,
@@ -45,7 +45,7 @@ from vggexplorer.qt.head_model import (
     StateRole,
     fmt_params,
 )
-from vggexplorer.qt.palette import grouped_types
+from vggexplorer.qt.head.palette import grouped_types
 
 ERROR_BG = QColor(253, 231, 231)
 ERROR_FG = QColor(160, 20, 20)

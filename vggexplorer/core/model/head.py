@@ -13,14 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from vggexplorer.core.errors import HeadError
-from vggexplorer.core.layers import LAYER_TYPES, describe, normalize_params, param_count
+from vggexplorer.core.base.errors import HeadError
+from vggexplorer.core.model.layers import LAYER_TYPES, describe, normalize_params, param_count
 
 HEAD_FORMAT = "vggexplorer.head/1"
 MAX_HEAD_FILE_BYTES = 1024 * 1024
 MAX_LAYERS = 256
 PRESET_NAMES = ("fc", "fcn", "fcn-pooled", "gap")
-RESOURCES = Path(__file__).resolve().parent.parent.parent / "resources"
+RESOURCES = Path(__file__).resolve().parents[3] / "resources"
 
 
 def _freeze(v: Any) -> Any:
@@ -106,7 +106,7 @@ class HeadSpec:
     name: str = ""
 
     def __post_init__(self) -> None:
-        from vggexplorer.core.backbone import BACKBONES
+        from vggexplorer.core.model.backbone import BACKBONES
 
         if self.backbone not in BACKBONES:
             raise HeadError(
@@ -204,7 +204,7 @@ class HeadSpec:
 
     @staticmethod
     def load(path: str | Path) -> HeadSpec:
-        from vggexplorer.core.fileio import UnreadableFile, read_regular_file
+        from vggexplorer.core.base.fileio import UnreadableFile, read_regular_file
 
         p = Path(path)
         try:
@@ -219,7 +219,7 @@ class HeadSpec:
             raise HeadError(f"{p.name}: {e}", layer=None) from None
 
     def save(self, path: str | Path) -> None:
-        from vggexplorer.core.fileio import atomic_write_text
+        from vggexplorer.core.base.fileio import atomic_write_text
 
         atomic_write_text(Path(path), self.to_json())
 
@@ -319,7 +319,7 @@ def fix_chain(spec: HeadSpec, input_hw: tuple[int, int] = (224, 224)) -> tuple[H
     Returns the fixed spec and a list of human descriptions of what changed (empty when nothing did).
     Layers after the first one that cannot run for another reason (a kernel larger than the map) are left.
     """
-    from vggexplorer.core.shapes import ShapeError, backbone_output_shape, layer_output_shape
+    from vggexplorer.core.model.shapes import ShapeError, backbone_output_shape, layer_output_shape
 
     changes: list[str] = []
     shape: tuple[int, ...] | None = backbone_output_shape(spec.backbone, 1, input_hw)

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from vggexplorer.core.result import CATEGORIES, ROW_CATEGORIES, RunResult, Timeline
-from vggexplorer.core.units import MiB, fmt_bytes, fmt_signed_bytes
+from vggexplorer.core.base.units import MiB, fmt_bytes, fmt_signed_bytes
+from vggexplorer.core.results.result import CATEGORIES, ROW_CATEGORIES, RunResult, Timeline
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -514,7 +514,7 @@ def synthetic_run(
     tensor) is live during the head's forward. ``extra_events`` adds that many small temporary
     allocations/frees spread over the layers (for big-timeline tests and benchmarks).
     """
-    from vggexplorer.core.result import PHASES, DeviceSamples, LayerStats, Span, Summary
+    from vggexplorer.core.results.result import PHASES, DeviceSamples, LayerStats, Span, Summary
 
     rng = np.random.default_rng(seed)
     cat = {c: i for i, c in enumerate(CATEGORIES)}

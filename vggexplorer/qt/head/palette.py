@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from PySide6.QtCore import QByteArray, QMimeData, Qt, Signal
 from PySide6.QtWidgets import QAbstractItemView, QTreeWidget, QTreeWidgetItem, QWidget
 
-from vggexplorer.core.layers import LAYER_TYPES
-from vggexplorer.qt.head_model import TYPE_MIME
+from vggexplorer.core.model.layers import LAYER_TYPES
+from vggexplorer.qt.head.head_model import TYPE_MIME
 
 CATEGORY_ORDER = ("Linear / Conv", "Pooling", "Activation", "Regularisation", "Normalisation", "Shape")
 TypeRole = Qt.ItemDataRole.UserRole + 1

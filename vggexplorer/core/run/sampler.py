@@ -43,8 +43,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 
-from vggexplorer.core import nvml
-from vggexplorer.core.result import DeviceSamples
+from vggexplorer.core.devices import nvml
+from vggexplorer.core.results.result import DeviceSamples
 
 if TYPE_CHECKING:
     import torch

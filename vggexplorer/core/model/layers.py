@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from vggexplorer.core.errors import HeadError
+from vggexplorer.core.base.errors import HeadError
 
 ParamKind = Literal["int", "float", "bool", "size", "padding", "choice"]
 

@@ -12,7 +12,7 @@ API (stable; the GUI worker, the CLI, the tests and the predictor use it)::
     result = ex.tensor_result()                         # RunResult with the tensor timeline only
 
 ``execute`` is the one function that does setup (seed, model, inputs, optimizer) + forward + loss +
-backward + optimizer + zero_grad for every iteration, under a :class:`~vggexplorer.core.tracer.Tracer` it
+backward + optimizer + zero_grad for every iteration, under a :class:`~vggexplorer.core.run.tracer.Tracer` it
 enters in the calling thread (with ``fake=True``: on meta tensors, or CPU fake tensors under a
 ``FakeTensorMode`` for autocast dtypes, see :func:`fake_device`; either way the tensor-level timeline of a
 fake run equals the measured CPU one event for event, byte for byte).
@@ -59,8 +59,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from vggexplorer.core.backbone import build_model
-from vggexplorer.core.config import (
+from vggexplorer.core.model.backbone import build_model
+from vggexplorer.core.model.config import (
     DTYPES,
     MODES,
     OPTIMIZERS,
@@ -68,8 +68,8 @@ from vggexplorer.core.config import (
     ConfigError,
     RunConfig,
 )
-from vggexplorer.core.head import HeadSpec
-from vggexplorer.core.result import (
+from vggexplorer.core.model.head import HeadSpec
+from vggexplorer.core.results.result import (
     CATEGORIES,
     PHASES,
     DeviceSamples,
@@ -78,7 +78,7 @@ from vggexplorer.core.result import (
     Status,
     Timeline,
 )
-from vggexplorer.core.tracer import Cancelled, FailAt, Tracer, is_oom_error
+from vggexplorer.core.run.tracer import Cancelled, FailAt, Tracer, is_oom_error
 
 __all__ = [
     "DTYPES",
@@ -198,7 +198,7 @@ class Execution:
 
     def tensor_result(self, *, name: str = "") -> RunResult:
         """A RunResult with the tensor level only (allocator level empty): the fake/predicted path."""
-        from vggexplorer.core.attribution import build_result
+        from vggexplorer.core.run.attribution import build_result
 
         return build_result(self, allocator=None, device_samples=DeviceSamples(), environment={}, name=name)
 
@@ -322,7 +322,7 @@ def _optimizer_tensors(opt: torch.optim.Optimizer) -> Iterator[torch.Tensor]:
 
 
 def _collect_layers(model: torch.nn.Module, cfg: RunConfig) -> list[LayerInfo]:
-    from vggexplorer.core.backbone import head_module_names
+    from vggexplorer.core.model.backbone import head_module_names
 
     head_names = {name: i for i, name in enumerate(head_module_names(cfg.head))}
     out: list[LayerInfo] = []
@@ -453,7 +453,7 @@ def execute(
 
 
 def _check_shapes(config: RunConfig) -> None:
-    from vggexplorer.core.shapes import infer_shapes
+    from vggexplorer.core.model.shapes import infer_shapes
 
     report = infer_shapes(config.head, 1, config.input_hw, check_meta=False)
     if report.issue is not None:
@@ -479,7 +479,7 @@ def run_iter(
         raise ConfigError("float16 autocast is a CUDA setting; on CPU use bfloat16")
     _check_shapes(config)
     if dev.type == "cpu" and config.allocator_level and not _off_main_thread():
-        from vggexplorer.core.quiet import prime_profiler
+        from vggexplorer.core.run.quiet import prime_profiler
 
         prime_profiler()  # keeps kineto's known start-up messages off stderr (see core/quiet.py)
     stop = threading.Event()
@@ -536,7 +536,7 @@ def _worker(
     q: queue.SimpleQueue[Any],
     box: dict[str, Any],
 ) -> None:
-    from vggexplorer.core.attribution import build_result
+    from vggexplorer.core.run.attribution import build_result
 
     try:
         gc.collect()
@@ -590,7 +590,7 @@ def _worker(
             progress("setup", "", 0.0, f"setting up {config.label()} on {dev}")
             if config.sample_hz > 0:
                 try:
-                    from vggexplorer.core.sampler import DeviceSampler
+                    from vggexplorer.core.run.sampler import DeviceSampler
 
                     sampler = DeviceSampler(dev, t0, config.sample_hz).start()
                 except Exception as e:
@@ -697,7 +697,7 @@ def _module_sort_key(name: str) -> tuple[int, int]:
 
 
 def _final_message(r: RunResult) -> str:
-    from vggexplorer.core.units import fmt_bytes
+    from vggexplorer.core.base.units import fmt_bytes
 
     s = r.summary
     head = {"ok": "done", "oom": "out of memory", "cancelled": "cancelled", "error": "failed"}[r.status]
@@ -712,7 +712,7 @@ def _final_message(r: RunResult) -> str:
 
 def _environment(dev: torch.device) -> dict[str, Any]:
     try:
-        from vggexplorer.core.environment import collect_environment
+        from vggexplorer.core.devices.environment import collect_environment
 
         env: dict[str, Any] = dict(collect_environment(dev))
         return env

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from vggexplorer.core.result import (
+from vggexplorer.core.results.result import (
     CATEGORIES,
     PHASES,
     ROW_CATEGORIES,
@@ -30,7 +30,7 @@ from vggexplorer.core.result import (
 )
 
 if TYPE_CHECKING:
-    from vggexplorer.core.engine import Execution
+    from vggexplorer.core.run.engine import Execution
 
 __all__ = ["build_result", "category_series", "layer_stats", "peak_in", "step_at", "summarize"]
 

@@ -17,7 +17,7 @@
 
 A column is a JSON list of numbers, or, when it has more than ``B64_MIN`` values, ``{"dtype": "<i8",
 "b64": "..."}`` (base64 of the little-endian array). Timeline ``phase``/``category`` index ``PHASES`` and
-``CATEGORIES`` of ``vggexplorer.core.result``.
+``CATEGORIES`` of ``vggexplorer.core.results.result``.
 
 ``load_run`` refuses, with a :class:`RunFileError` saying what is wrong: files over 512 MiB, invalid JSON,
 NaN/Infinity, nesting deeper than 64, another format or version, missing keys, wrong types, out-of-range
@@ -35,9 +35,9 @@ from typing import Any
 
 import numpy as np
 
-from vggexplorer.core.errors import VGGExplorerError
-from vggexplorer.core.fileio import atomic_open, atomic_write_bytes
-from vggexplorer.core.result import (
+from vggexplorer.core.base.errors import VGGExplorerError
+from vggexplorer.core.base.fileio import atomic_open, atomic_write_bytes
+from vggexplorer.core.results.result import (
     CATEGORIES,
     PHASES,
     RUN_FORMAT,
@@ -111,7 +111,7 @@ def _jsonable(v: Any) -> Any:
 
 
 def category_peaks(r: RunResult) -> dict[str, dict[str, int]]:
-    from vggexplorer.core.attribution import category_series
+    from vggexplorer.core.run.attribution import category_series
 
     t, series = category_series(r)
     peak = {c: int(s.max()) if len(s) else 0 for c, s in series.items()}
@@ -487,7 +487,7 @@ def result_from_dict(d: Any) -> RunResult:
 
 def load_run(path: str | Path) -> RunResult:
     """Read a run.json; a bad file raises RunFileError naming the file and the problem."""
-    from vggexplorer.core.fileio import UnreadableFile, read_regular_file
+    from vggexplorer.core.base.fileio import UnreadableFile, read_regular_file
 
     p = Path(path)
     try:

@@ -1,0 +1,1 @@
+"""The CUDA caching allocator model and allocator snapshots (parse, replay, export)."""

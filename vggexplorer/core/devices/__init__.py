@@ -1,0 +1,1 @@
+"""Devices: NVML wrapped once, and the environment record (torch, CUDA, driver, GPUs)."""

@@ -1,0 +1,1 @@
+"""Prediction without a GPU: fake traces, the predictor, its cache, GPU profiles."""

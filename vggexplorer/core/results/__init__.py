@@ -1,0 +1,1 @@
+"""Results: RunResult, run files, comparison of runs."""

@@ -1,0 +1,1 @@
+"""Plots: the memory plot, the category plot and their exporters."""
