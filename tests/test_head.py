@@ -16,12 +16,12 @@ from vggexplorer.core.model.head import (
     HeadSpec,
     LayerSpec,
     default_layer,
-    fix_chain,
     layer,
     load_head,
     preset,
 )
 from vggexplorer.core.model.layers import LAYER_TYPES
+from vggexplorer.core.model.shapes import fix_chain
 
 REQUIRED_TYPES = {
     "AdaptiveAvgPool2d", "AvgPool2d", "MaxPool2d", "Flatten", "Linear", "Conv2d", "ReLU", "LeakyReLU",

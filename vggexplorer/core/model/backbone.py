@@ -14,8 +14,6 @@ import inspect
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from vggexplorer.core.model.layers import pair
-
 if TYPE_CHECKING:
     import torch
     from torch import nn
@@ -236,22 +234,3 @@ def fc_to_fcn_state_dict(fc_state: dict[str, torch.Tensor]) -> dict[str, torch.T
         else:
             out[key] = t
     return out
-
-
-def conv_output_hw(
-    hw: tuple[int, int], kernel: Any, stride: Any = 1, padding: Any = 0, dilation: Any = 1, ceil: bool = False
-) -> tuple[int, int]:
-    """Output H×W of a conv/pool (torch's formula); values ≤ 0 mean the kernel does not fit."""
-    out = []
-    for i, n in enumerate(hw):
-        k, s, p, d = pair(kernel)[i], pair(stride)[i], pair(padding)[i], pair(dilation)[i]
-        eff = d * (k - 1) + 1
-        num = n + 2 * p - eff
-        if num < 0:
-            out.append(0)
-            continue
-        o = (-(-num // s) if ceil else num // s) + 1
-        if ceil and (o - 1) * s >= n + p:
-            o -= 1
-        out.append(o)
-    return out[0], out[1]

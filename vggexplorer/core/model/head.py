@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from vggexplorer.core.base.errors import HeadError
+from vggexplorer.core.model.backbone import BACKBONES
 from vggexplorer.core.model.layers import LAYER_TYPES, describe, normalize_params, param_count
 
 HEAD_FORMAT = "vggexplorer.head/1"
@@ -106,8 +107,6 @@ class HeadSpec:
     name: str = ""
 
     def __post_init__(self) -> None:
-        from vggexplorer.core.model.backbone import BACKBONES
-
         if self.backbone not in BACKBONES:
             raise HeadError(
                 f"unknown backbone {self.backbone!r}; choose one of {', '.join(BACKBONES)}", field="backbone"
@@ -311,43 +310,3 @@ class HeadDocument:
 
     def reset(self, spec: HeadSpec, text: str = "Load head") -> None:
         self._apply(spec, Edit("reset", text=text))
-
-
-def fix_chain(spec: HeadSpec, input_hw: tuple[int, int] = (224, 224)) -> tuple[HeadSpec, list[str]]:
-    """Make in_features / in_channels / num_features follow what actually arrives at each layer.
-
-    Returns the fixed spec and a list of human descriptions of what changed (empty when nothing did).
-    Layers after the first one that cannot run for another reason (a kernel larger than the map) are left.
-    """
-    from vggexplorer.core.model.shapes import ShapeError, backbone_output_shape, layer_output_shape
-
-    changes: list[str] = []
-    shape: tuple[int, ...] | None = backbone_output_shape(spec.backbone, 1, input_hw)
-    layers = list(spec.layers)
-    for i, lay in enumerate(layers):
-        if shape is None:
-            break
-        kw = lay.kwargs
-        fix: dict[str, int] = {}
-        if lay.type == "Linear" and len(shape) >= 2 and kw["in_features"] != shape[-1]:
-            fix["in_features"] = shape[-1]
-        elif lay.type == "Conv2d" and len(shape) == 4 and kw["in_channels"] != shape[1]:
-            if shape[1] % kw["groups"] == 0:
-                fix["in_channels"] = shape[1]
-        elif (
-            lay.type in ("BatchNorm1d", "BatchNorm2d") and len(shape) >= 2 and kw["num_features"] != shape[1]
-        ):
-            fix["num_features"] = shape[1]
-        if fix:
-            try:
-                layers[i] = lay.with_params(i, **fix)
-            except HeadError:
-                break
-            changes.append(
-                f"layer {i} {lay.type}: " + ", ".join(f"{k} {kw[k]} → {v}" for k, v in fix.items())
-            )
-        try:
-            shape = layer_output_shape(layers[i], shape, prev=tuple(layers[:i]))
-        except ShapeError:
-            shape = None
-    return HeadSpec(tuple(layers), spec.backbone, spec.name), changes

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
-from vggexplorer.core.base.errors import VGGExplorerError
-from vggexplorer.core.model.backbone import BACKBONES, conv_output_hw, head_module_names
+from vggexplorer.core.base.errors import HeadError, VGGExplorerError
+from vggexplorer.core.model.backbone import BACKBONES, head_module_names
 from vggexplorer.core.model.head import HeadSpec, LayerSpec
 from vggexplorer.core.model.layers import buffer_count, pair
 
@@ -384,3 +385,60 @@ def _confirm_on_meta(report: ShapeReport) -> None:
                     f"shape inference disagrees with torch at layer {row.index} {lay.type}: "
                     f"{row.output_shape} vs {tuple(x.shape)}"
                 )
+
+
+def conv_output_hw(
+    hw: tuple[int, int], kernel: Any, stride: Any = 1, padding: Any = 0, dilation: Any = 1, ceil: bool = False
+) -> tuple[int, int]:
+    """Output H×W of a conv/pool (torch's formula); values ≤ 0 mean the kernel does not fit."""
+    out = []
+    for i, n in enumerate(hw):
+        k, s, p, d = pair(kernel)[i], pair(stride)[i], pair(padding)[i], pair(dilation)[i]
+        eff = d * (k - 1) + 1
+        num = n + 2 * p - eff
+        if num < 0:
+            out.append(0)
+            continue
+        o = (-(-num // s) if ceil else num // s) + 1
+        if ceil and (o - 1) * s >= n + p:
+            o -= 1
+        out.append(o)
+    return out[0], out[1]
+
+
+def fix_chain(spec: HeadSpec, input_hw: tuple[int, int] = (224, 224)) -> tuple[HeadSpec, list[str]]:
+    """Make in_features / in_channels / num_features follow what actually arrives at each layer.
+
+    Returns the fixed spec and a list of human descriptions of what changed (empty when nothing did).
+    Layers after the first one that cannot run for another reason (a kernel larger than the map) are left.
+    """
+    changes: list[str] = []
+    shape: tuple[int, ...] | None = backbone_output_shape(spec.backbone, 1, input_hw)
+    layers = list(spec.layers)
+    for i, lay in enumerate(layers):
+        if shape is None:
+            break
+        kw = lay.kwargs
+        fix: dict[str, int] = {}
+        if lay.type == "Linear" and len(shape) >= 2 and kw["in_features"] != shape[-1]:
+            fix["in_features"] = shape[-1]
+        elif lay.type == "Conv2d" and len(shape) == 4 and kw["in_channels"] != shape[1]:
+            if shape[1] % kw["groups"] == 0:
+                fix["in_channels"] = shape[1]
+        elif (
+            lay.type in ("BatchNorm1d", "BatchNorm2d") and len(shape) >= 2 and kw["num_features"] != shape[1]
+        ):
+            fix["num_features"] = shape[1]
+        if fix:
+            try:
+                layers[i] = lay.with_params(i, **fix)
+            except HeadError:
+                break
+            changes.append(
+                f"layer {i} {lay.type}: " + ", ".join(f"{k} {kw[k]} → {v}" for k, v in fix.items())
+            )
+        try:
+            shape = layer_output_shape(layers[i], shape, prev=tuple(layers[:i]))
+        except ShapeError:
+            shape = None
+    return HeadSpec(tuple(layers), spec.backbone, spec.name), changes

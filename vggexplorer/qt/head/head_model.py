@@ -27,9 +27,16 @@ from PySide6.QtCore import (
 from PySide6.QtGui import QBrush, QColor, QUndoStack
 
 from vggexplorer.core.base.errors import HeadError
-from vggexplorer.core.model.head import Edit, HeadDocument, HeadSpec, LayerSpec, default_layer, fix_chain
+from vggexplorer.core.model.head import Edit, HeadDocument, HeadSpec, LayerSpec, default_layer
 from vggexplorer.core.model.layers import LAYER_TYPES
-from vggexplorer.core.model.shapes import LayerShape, ShapeIssue, ShapeReport, fmt_shape, infer_shapes
+from vggexplorer.core.model.shapes import (
+    LayerShape,
+    ShapeIssue,
+    ShapeReport,
+    fix_chain,
+    fmt_shape,
+    infer_shapes,
+)
 from vggexplorer.qt.head.undo import InsertLayer, MoveLayer, RemoveLayer, ReplaceLayer, SetHead, UpdateParams
 
 #: Rows of this head being dragged (JSON: ``{"model": id, "rows": [..]}``).

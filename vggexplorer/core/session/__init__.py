@@ -1,0 +1,1 @@
+"""The session: runs, selection, current settings and prediction, Qt-free."""
