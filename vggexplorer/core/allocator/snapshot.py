@@ -38,7 +38,7 @@ from vggexplorer.core.allocator.caching import (
     round_size,
 )
 from vggexplorer.core.base.errors import VGGExplorerError
-from vggexplorer.core.base.fileio import UnreadableFile, atomic_write_bytes, read_regular_file
+from vggexplorer.core.base.fileio import atomic_write_bytes, read_bounded
 
 __all__ = [
     "MAX_SNAPSHOT_BYTES",
@@ -154,12 +154,7 @@ def load_snapshot(source: str | os.PathLike[str] | bytes, *, max_bytes: int = MA
     else:
         path = Path(source)
         name = path.name
-        try:
-            data = read_regular_file(path, max_bytes, "snapshot")
-        except UnreadableFile as exc:
-            raise SnapshotError(f"refused {exc}") from None
-        except OSError as exc:
-            raise SnapshotError(f"cannot read {source}: {exc.strerror or exc}") from exc
+        data = read_bounded(source, max_bytes, "snapshot", SnapshotError, refused="refused ")
     if not data:
         raise SnapshotError(f"refused {name}: the file is empty")
     if data[0] != 0x80:

@@ -1,7 +1,10 @@
-"""Atomic file writes: a temporary file in the same folder, fsync, then rename.
+"""Files in and out, safely.
 
-A failure (full disk, read-only folder, an exception while producing the bytes) never leaves a half file
-and never clobbers the old one.
+Writes are atomic: a temporary file in the same folder, fsync, then rename. A failure (full disk, read-only
+folder, an exception while producing the bytes) never leaves a half file and never clobbers the old one.
+
+Reads are bounded: :func:`read_bounded` is the one way a user file (head, run, snapshot, cache entry) is
+read — regular files only, at most a limit, every failure turned into the caller's own error type.
 """
 
 from __future__ import annotations
@@ -103,3 +106,24 @@ def read_regular_file(path: Path, limit: int, what: str = "file") -> bytes:
     if len(data) > limit:
         raise UnreadableFile(f"{path.name} grew over the limit for a {what} (at most {limit:,} bytes)")
     return data
+
+
+def read_bounded(
+    path: str | os.PathLike[str],
+    limit: int,
+    what: str,
+    error: Callable[[str], Exception],
+    *,
+    refused: str = "",
+) -> bytes:
+    """:func:`read_regular_file`, with a refused file and an OS error both raised as ``error(message)``.
+
+    ``refused`` prefixes the message of a refused file (a special file, or one over ``limit``).
+    """
+    p = Path(path)
+    try:
+        return read_regular_file(p, limit, what)
+    except UnreadableFile as e:
+        raise error(f"{refused}{e}") from None
+    except OSError as e:
+        raise error(f"cannot read {path}: {e.strerror or e}") from None

@@ -203,15 +203,10 @@ class HeadSpec:
 
     @staticmethod
     def load(path: str | Path) -> HeadSpec:
-        from vggexplorer.core.base.fileio import UnreadableFile, read_regular_file
+        from vggexplorer.core.base.fileio import read_bounded
 
         p = Path(path)
-        try:
-            raw = read_regular_file(p, MAX_HEAD_FILE_BYTES, "head file")
-        except UnreadableFile as e:
-            raise HeadError(str(e)) from None
-        except OSError as e:
-            raise HeadError(f"cannot read {p}: {e.strerror or e}") from None
+        raw = read_bounded(p, MAX_HEAD_FILE_BYTES, "head file", HeadError)
         try:
             return HeadSpec.from_json(raw)
         except HeadError as e:

@@ -487,15 +487,10 @@ def result_from_dict(d: Any) -> RunResult:
 
 def load_run(path: str | Path) -> RunResult:
     """Read a run.json; a bad file raises RunFileError naming the file and the problem."""
-    from vggexplorer.core.base.fileio import UnreadableFile, read_regular_file
+    from vggexplorer.core.base.fileio import read_bounded
 
     p = Path(path)
-    try:
-        raw = read_regular_file(p, MAX_RUN_FILE_BYTES, "run file")
-    except UnreadableFile as e:
-        raise RunFileError(str(e)) from None
-    except OSError as e:
-        raise RunFileError(f"cannot read {p}: {e.strerror or e}") from None
+    raw = read_bounded(p, MAX_RUN_FILE_BYTES, "run file", RunFileError)
     try:
         return loads_run(raw)
     except RunFileError as e:
