@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 
 import vggexplorer.core.results.runfile as runfile
-from vggexplorer.core.allocator.snapshot import export_snapshot
+from vggexplorer.core.allocator.snapshot_export import export_snapshot
 from vggexplorer.core.model.head import HeadSpec, preset
 from vggexplorer.core.results.compare import synthetic_run
 from vggexplorer.core.results.result import RunResult
@@ -299,7 +299,7 @@ def break_producer(exporter: str, result: RunResult, monkeypatch: pytest.MonkeyP
     elif exporter == "head.json":
         monkeypatch.setattr(HeadSpec, "to_json", lambda self: (_ for _ in ()).throw(Boom("producer")))
     elif exporter == "snapshot.pickle":
-        import vggexplorer.core.allocator.snapshot as snapshot
+        import vggexplorer.core.allocator.snapshot_export as snapshot
 
         real_build = snapshot.build_snapshot_dict
 

@@ -21,12 +21,8 @@ from typing import Any
 import pytest
 
 from vggexplorer.cli import main
-from vggexplorer.core.allocator.snapshot import (
-    MAX_SNAPSHOT_BYTES,
-    SnapshotError,
-    export_snapshot,
-    load_snapshot,
-)
+from vggexplorer.core.allocator.snapshot import MAX_SNAPSHOT_BYTES, SnapshotError, load_snapshot
+from vggexplorer.core.allocator.snapshot_export import export_snapshot
 from vggexplorer.core.base.errors import VGGExplorerError
 from vggexplorer.core.model.head import MAX_HEAD_FILE_BYTES, HeadDocument, HeadError, HeadSpec, preset
 from vggexplorer.core.results.compare import synthetic_run

@@ -16,20 +16,22 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from vggexplorer.commands.replay import replay_main
 from vggexplorer.core.allocator.caching import Block, CachingAllocatorModel
 from vggexplorer.core.allocator.snapshot import (
     Snapshot,
     SnapshotError,
     TraceEntry,
+    load_snapshot,
+    parse_snapshot,
+)
+from vggexplorer.core.allocator.snapshot_export import (
     build_snapshot_dict,
     export_model_snapshot,
     export_snapshot,
-    load_snapshot,
-    parse_snapshot,
-    replay,
-    replay_main,
     trace_from_events,
 )
+from vggexplorer.core.allocator.snapshot_replay import replay
 
 DATA = Path(__file__).parent / "data"
 REAL = DATA / "real_snapshot_small_cnn.pickle"

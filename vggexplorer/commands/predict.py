@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _write_out(pred: Any, out: Path) -> None:
-    from vggexplorer.core.allocator.snapshot import export_model_snapshot
+    from vggexplorer.core.allocator.snapshot_export import export_model_snapshot
 
     out.mkdir(parents=True, exist_ok=True)
     try:
