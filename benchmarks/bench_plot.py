@@ -18,7 +18,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import numpy as np
 
-from vggexplorer.core.results.compare import synthetic_run
+from vggexplorer.core.results.synthetic import synthetic_run
 from vggexplorer.qt.plots.plotting import MemoryPlot, ensure_qapp, step_envelope
 
 

@@ -28,7 +28,7 @@ import pytest
 import vggexplorer.core.results.runfile as runfile
 from vggexplorer.core.allocator.snapshot import export_snapshot
 from vggexplorer.core.model.head import HeadSpec, preset
-from vggexplorer.core.results.compare import synthetic_run
+from vggexplorer.core.results.synthetic import synthetic_run
 from vggexplorer.core.results.result import RunResult
 from vggexplorer.core.results.runfile import save_run, write_csv
 

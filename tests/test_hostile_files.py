@@ -29,7 +29,7 @@ from vggexplorer.core.allocator.snapshot import (
 )
 from vggexplorer.core.base.errors import VGGExplorerError
 from vggexplorer.core.model.head import MAX_HEAD_FILE_BYTES, HeadDocument, HeadError, HeadSpec, preset
-from vggexplorer.core.results.compare import synthetic_run
+from vggexplorer.core.results.synthetic import synthetic_run
 from vggexplorer.core.results.runfile import (
     MAX_RUN_FILE_BYTES,
     RunFileError,

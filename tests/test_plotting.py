@@ -16,7 +16,8 @@ import pytest
 from PySide6 import QtCore, QtGui
 
 from vggexplorer.core.base.units import fmt_bytes
-from vggexplorer.core.results.compare import categories_at_peak, synthetic_run
+from vggexplorer.core.results.analysis import categories_at_peak
+from vggexplorer.core.results.synthetic import synthetic_run
 from vggexplorer.core.results.result import RunResult
 from vggexplorer.qt.plots import plotting
 from vggexplorer.qt.plots.plotting import (

@@ -38,7 +38,8 @@ from PySide6 import QtCore, QtGui, QtWidgets
 
 from vggexplorer.core.base.fileio import atomic_write_bytes, atomic_write_via
 from vggexplorer.core.base.units import GiB, KiB, MiB, fmt_bytes
-from vggexplorer.core.results.compare import category_levels_at, is_cuda, peak_time, run_label
+from vggexplorer.core.results.analysis import category_levels_at, peak_time
+from vggexplorer.core.results.wording import is_cuda, run_label
 from vggexplorer.core.results.result import CATEGORIES, PHASES, RunResult, Timeline
 
 F64 = npt.NDArray[np.float64]
@@ -1218,7 +1219,7 @@ class CategoryPlot(pg.GraphicsLayoutWidget):
         self._items.append((plot, item))
 
     def _draw_bars(self, results: list[RunResult]) -> None:
-        from vggexplorer.core.results.compare import categories_at_peak
+        from vggexplorer.core.results.analysis import categories_at_peak
 
         p = self.bars_plot
         n = len(results)
