@@ -13,8 +13,8 @@ from vggexplorer.core.results.compare import (
     comparison_to_rows,
     explain,
 )
-from vggexplorer.core.results.synthetic import synthetic_run
 from vggexplorer.core.results.result import CATEGORIES
+from vggexplorer.core.results.synthetic import synthetic_run
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from pytestqt.qtbot import QtBot
 from vggexplorer.core.base.units import GiB
 from vggexplorer.core.results.synthetic import synthetic_run
 from vggexplorer.qt.main_window import MainWindow
-from vggexplorer.qt.plots.plotting import PREDICTED_STYLE
+from vggexplorer.qt.plots.style import PREDICTED_STYLE
 from vggexplorer.qt.predict_panel import PredictionAnswer
 from vggexplorer.qt.settings import AppSettings
 
