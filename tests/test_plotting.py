@@ -258,3 +258,13 @@ def test_every_shaded_phase_has_a_brush() -> None:
     from vggexplorer.qt.plots.style import PHASE_BRUSHES
 
     assert tuple(PHASE_BRUSHES) == SHADED_PHASES
+
+
+def test_package_re_exports_its_public_names() -> None:
+    import vggexplorer.qt.plots as plots
+
+    assert plots.MemoryPlot is MemoryPlot and plots.CategoryPlot is CategoryPlot
+    assert plots.export_svg is export_svg and plots.StepCurveItem is StepCurveItem
+    assert set(plots.__all__) <= set(dir(plots))
+    with pytest.raises(AttributeError):
+        _ = plots.no_such_name
