@@ -35,7 +35,8 @@ import json, os, sys, time
 t_start = time.perf_counter()
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 from vggexplorer.core.results.runfile import load_run
-from vggexplorer.qt.plots.plotting import MemoryPlot, ensure_qapp
+from vggexplorer.qt.plots.export import ensure_qapp
+from vggexplorer.qt.plots.memory_plot import MemoryPlot
 from PySide6 import QtCore
 app = ensure_qapp()
 t_ready = time.perf_counter()

@@ -18,8 +18,10 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import numpy as np
 
-from vggexplorer.core.results.compare import synthetic_run
-from vggexplorer.qt.plots.plotting import MemoryPlot, ensure_qapp, step_envelope
+from vggexplorer.core.results.analysis import step_envelope
+from vggexplorer.core.results.synthetic import synthetic_run
+from vggexplorer.qt.plots.export import ensure_qapp
+from vggexplorer.qt.plots.memory_plot import MemoryPlot
 
 
 def _stats(xs: list[float]) -> tuple[float, float]:

@@ -28,9 +28,9 @@ import pytest
 import vggexplorer.core.results.runfile as runfile
 from vggexplorer.core.allocator.snapshot_export import export_snapshot
 from vggexplorer.core.model.head import HeadSpec, preset
-from vggexplorer.core.results.compare import synthetic_run
 from vggexplorer.core.results.result import RunResult
 from vggexplorer.core.results.runfile import save_run, write_csv
+from vggexplorer.core.results.synthetic import synthetic_run
 
 OLD = b"OLD CONTENT, must survive every failure\n"
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
@@ -44,8 +44,8 @@ def result() -> RunResult:
 TRACE = [("alloc", 0x7F0000000000 + 512 * i, 512, i, f"frame {i}") for i in range(200)]
 
 
-def _plotting() -> Any:
-    return pytest.importorskip("vggexplorer.qt.plots.plotting")
+def _export() -> Any:
+    return pytest.importorskip("vggexplorer.qt.plots.export")
 
 
 def _gpu_profile() -> Any:
@@ -62,10 +62,10 @@ EXPORTERS: dict[str, Writer] = {
     "head.json": lambda r, p: preset("fcn").save(p),
     "snapshot.pickle": lambda r, p: export_snapshot(TRACE, p),
     "gpu-profile.json": lambda r, p: _gpu_profile().save(p),
-    "export_png": lambda r, p: _plotting().export_png(r, p, 400, 300),
-    "export_svg": lambda r, p: _plotting().export_svg(r, p, 400, 300),
-    "export_run_plots-png": lambda r, p: _plotting().export_run_plots(r, p, None, 400, 300),
-    "export_run_plots-svg": lambda r, p: _plotting().export_run_plots(r, None, p, 400, 300),
+    "export_png": lambda r, p: _export().export_png(r, p, 400, 300),
+    "export_svg": lambda r, p: _export().export_svg(r, p, 400, 300),
+    "export_run_plots-png": lambda r, p: _export().export_run_plots(r, p, None, 400, 300),
+    "export_run_plots-svg": lambda r, p: _export().export_run_plots(r, None, p, 400, 300),
 }
 SUFFIX = {"export_png": ".png", "export_run_plots-png": ".png"}
 QT = {"export_png", "export_svg", "export_run_plots-png", "export_run_plots-svg"}
@@ -239,13 +239,13 @@ def test_disk_full_during_write(
     if exporter in THROUGH_FDOPEN:
         monkeypatch.setattr(os, "fdopen", _full_disk_fdopen(budget=37))
     else:  # Qt writes the PNG: a writer that gets half way and then finds the disk full
-        plotting = _plotting()
+        export = _export()
 
         def half(widget: Any, path: Path) -> None:
             path.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 29)
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
-        monkeypatch.setattr(plotting, "_grab_png", half)
+        monkeypatch.setattr(export, "_grab_png", half)
     with pytest.raises(OSError) as info:
         EXPORTERS[exporter](result, p)
     assert info.value.errno == errno.ENOSPC
@@ -313,16 +313,16 @@ def break_producer(exporter: str, result: RunResult, monkeypatch: pytest.MonkeyP
 
         monkeypatch.setattr(GpuProfile, "to_dict", lambda self: (_ for _ in ()).throw(Boom("producer")))
     elif exporter in ("export_png", "export_run_plots-png"):
-        plotting = _plotting()
+        export = _export()
 
         def half(widget: Any, path: Path) -> None:
             path.write_bytes(b"\x89PNG\r\n\x1a\nhalf")
             raise Boom("producer")
 
-        monkeypatch.setattr(plotting, "_grab_png", half)
+        monkeypatch.setattr(export, "_grab_png", half)
     else:  # SVG
-        plotting = _plotting()
-        monkeypatch.setattr(plotting, "svg_bytes", lambda w: (_ for _ in ()).throw(Boom("producer")))
+        export = _export()
+        monkeypatch.setattr(export, "svg_bytes", lambda w: (_ for _ in ()).throw(Boom("producer")))
     return result
 
 

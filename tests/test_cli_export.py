@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from vggexplorer.cli import main
-from vggexplorer.core.results.compare import synthetic_run
 from vggexplorer.core.results.runfile import load_run, save_run
+from vggexplorer.core.results.synthetic import synthetic_run
 
 
 @pytest.fixture()

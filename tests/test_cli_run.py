@@ -22,7 +22,8 @@ def test_run_writes_json_and_csv(tmp_path: Path, capsys: pytest.CaptureFixture[s
     with (out / "memory.csv").open(newline="") as f:
         assert sum(1 for _ in csv.reader(f)) > len(r.tensor)
     assert not (out / "memory.png").exists()
-    assert "peak allocated" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "done: peak allocator " in err and ", params " in err and f"→ {out}" in err
 
 
 def test_bad_input_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -6,17 +6,15 @@ import numpy as np
 import pytest
 
 from vggexplorer.core.base.units import GiB
+from vggexplorer.core.results.analysis import categories_at_peak, category_levels_at, peak_time
 from vggexplorer.core.results.compare import (
-    categories_at_peak,
-    category_levels_at,
     compare,
     comparison_to_markdown,
     comparison_to_rows,
     explain,
-    peak_time,
-    synthetic_run,
 )
 from vggexplorer.core.results.result import CATEGORIES
+from vggexplorer.core.results.synthetic import synthetic_run
 
 
 @pytest.fixture(scope="module")

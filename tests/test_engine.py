@@ -11,8 +11,8 @@ import torch
 from leaks import NOTHING_INSTALLED, installed
 
 from vggexplorer.core.model.head import preset
+from vggexplorer.core.results.analysis import category_series
 from vggexplorer.core.results.result import CATEGORIES, PHASES, RunResult
-from vggexplorer.core.run.attribution import category_series
 from vggexplorer.core.run.engine import ConfigError, FailAt, Progress, RunConfig, execute, run, run_iter
 
 VGG11_PARAMS = 132_863_336

@@ -28,8 +28,8 @@ from PySide6.QtWidgets import QFileDialog, QMessageBox
 from pytestqt.qtbot import QtBot
 
 from vggexplorer.core.model.head import HEAD_FORMAT, MAX_HEAD_FILE_BYTES, preset
-from vggexplorer.core.results.compare import synthetic_run
 from vggexplorer.core.results.runfile import result_to_dict, save_run
+from vggexplorer.core.results.synthetic import synthetic_run
 from vggexplorer.qt.main_window import MainWindow
 from vggexplorer.qt.settings import AppSettings
 

@@ -13,9 +13,9 @@ from PySide6.QtCore import QModelIndex, Qt
 from pytestqt.qtbot import QtBot
 
 from vggexplorer.core.base.units import GiB
-from vggexplorer.core.results.compare import synthetic_run
+from vggexplorer.core.results.synthetic import synthetic_run
 from vggexplorer.qt.main_window import MainWindow
-from vggexplorer.qt.plots.plotting import PREDICTED_STYLE
+from vggexplorer.qt.plots.style import PREDICTED_STYLE
 from vggexplorer.qt.predict_panel import PredictionAnswer
 from vggexplorer.qt.settings import AppSettings
 

@@ -25,7 +25,6 @@ from vggexplorer.core.allocator.snapshot import MAX_SNAPSHOT_BYTES, SnapshotErro
 from vggexplorer.core.allocator.snapshot_export import export_snapshot
 from vggexplorer.core.base.errors import VGGExplorerError
 from vggexplorer.core.model.head import MAX_HEAD_FILE_BYTES, HeadDocument, HeadError, HeadSpec, preset
-from vggexplorer.core.results.compare import synthetic_run
 from vggexplorer.core.results.runfile import (
     MAX_RUN_FILE_BYTES,
     RunFileError,
@@ -33,6 +32,7 @@ from vggexplorer.core.results.runfile import (
     result_to_dict,
     save_run,
 )
+from vggexplorer.core.results.synthetic import synthetic_run
 
 DEEP = 100_000
 

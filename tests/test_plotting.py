@@ -16,18 +16,14 @@ import pytest
 from PySide6 import QtCore, QtGui
 
 from vggexplorer.core.base.units import fmt_bytes
-from vggexplorer.core.results.compare import categories_at_peak, synthetic_run
+from vggexplorer.core.results.analysis import categories_at_peak
 from vggexplorer.core.results.result import RunResult
-from vggexplorer.qt.plots import plotting
-from vggexplorer.qt.plots.plotting import (
-    CategoryPlot,
-    MemoryPlot,
-    StepCurveItem,
-    export_png,
-    export_run_plots,
-    export_svg,
-    step_envelope,
-)
+from vggexplorer.core.results.synthetic import synthetic_run
+from vggexplorer.qt.plots import export as plot_export
+from vggexplorer.qt.plots.category_plot import CategoryPlot
+from vggexplorer.qt.plots.export import export_png, export_run_plots, export_svg
+from vggexplorer.qt.plots.items import StepCurveItem
+from vggexplorer.qt.plots.memory_plot import MemoryPlot
 
 
 @pytest.fixture(scope="module")
@@ -53,28 +49,6 @@ def _plot(qtbot: Any, results: list[RunResult], w: int = 1000, h: int = 700) -> 
     qtbot.waitExposed(plot)
     plot.set_results(results)
     return plot
-
-
-# ---- step envelope (numbers only)
-
-
-def test_step_envelope_is_exact_when_few_events_are_in_view() -> None:
-    t = np.array([0.0, 1.0, 2.0, 5.0])
-    y = np.array([10, 30, 20, 0], dtype=np.int64)
-    xs, ys = step_envelope(t, y, 0.0, 5.0, 100)
-    assert xs.tolist() == [0.0, 1.0, 1.0, 2.0, 2.0, 5.0, 5.0]
-    assert ys.tolist() == [10, 10, 30, 30, 20, 20, 0]  # holds between events, no ramps
-
-
-def test_step_envelope_keeps_peaks_and_stays_small() -> None:
-    rng = np.random.default_rng(1)
-    t = np.sort(rng.random(200_000)) * 10
-    y = np.cumsum(rng.integers(-100, 101, len(t))).astype(np.int64)
-    y[123_456] = y.max() + 10_000  # a one-event spike must survive
-    xs, ys = step_envelope(t, y, 0.0, 10.0, 800)
-    assert len(xs) <= 4 * 800 + 4
-    assert ys.max() == y.max() and ys.min() == y.min()
-    assert np.all(np.diff(xs) >= 0)
 
 
 # ---- MemoryPlot
@@ -233,11 +207,11 @@ def test_closepath_tokens_survive_the_coordinate_rewrite() -> None:
     from xml.dom import minidom
 
     doc = minidom.parseString('<g><path d="M0,0 L10,0 L10,10 Z M20,20 L30,30 Z"/></g>')
-    found = plotting._strip_closepath(doc.documentElement)
+    found = plot_export._strip_closepath(doc.documentElement)
     path = doc.getElementsByTagName("path")[0]
     assert path.getAttribute("d") == "M0,0 L10,0 L10,10 M20,20 L30,30"  # what pyqtgraph can parse
     path.setAttribute("d", "M1,1 L11,1 L11,11 M21,21 L31,31 ")  # pyqtgraph's rewrite: one token per token
-    plotting._restore_closepath(found)
+    plot_export._restore_closepath(found)
     assert path.getAttribute("d") == "M1,1 L11,1 L11,11 Z M21,21 L31,31 Z"
 
 
@@ -248,7 +222,7 @@ def test_failed_export_keeps_the_old_file(tmp_path: Path, cpu_run: RunResult, mo
     def boom(widget: object) -> bytes:
         raise RuntimeError("exporter failed")
 
-    monkeypatch.setattr(plotting, "svg_bytes", boom)
+    monkeypatch.setattr(plot_export, "svg_bytes", boom)
     with pytest.raises(RuntimeError):
         export_run_plots(cpu_run, None, out)
     assert out.read_text() == "old"
@@ -277,3 +251,20 @@ def test_real_tiny_cpu_run_plots(qtbot: Any, tmp_path: Path) -> None:
     export_run_plots(r, tmp_path / "r.png", tmp_path / "r.svg")
     assert _png_stats(tmp_path / "r.png")[2] > 1000
     ET.parse(tmp_path / "r.svg")
+
+
+def test_every_shaded_phase_has_a_brush() -> None:
+    from vggexplorer.core.results.analysis import SHADED_PHASES
+    from vggexplorer.qt.plots.style import PHASE_BRUSHES
+
+    assert tuple(PHASE_BRUSHES) == SHADED_PHASES
+
+
+def test_package_re_exports_its_public_names() -> None:
+    import vggexplorer.qt.plots as plots
+
+    assert plots.MemoryPlot is MemoryPlot and plots.CategoryPlot is CategoryPlot
+    assert plots.export_svg is export_svg and plots.StepCurveItem is StepCurveItem
+    assert set(plots.__all__) <= set(dir(plots))
+    with pytest.raises(AttributeError):
+        _ = plots.no_such_name

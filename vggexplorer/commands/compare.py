@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         atomic_write_text(out / "compare.csv", buf.getvalue())
         if not args.no_plots:
             try:
-                from vggexplorer.qt.plots.plotting import export_run_plots
+                from vggexplorer.qt.plots.export import export_run_plots
             except ImportError as e:
                 return fail(f"plots need PySide6 and pyqtgraph ({e}); use --no-plots")
             export_run_plots(results, out / "compare.png", out / "compare.svg")

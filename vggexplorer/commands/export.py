@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
             written.append(out / "memory.csv")
         if want_png or want_svg:
             try:
-                from vggexplorer.qt.plots.plotting import export_run_plots
+                from vggexplorer.qt.plots.export import export_run_plots
             except ImportError as e:
                 return fail(f"plots need PySide6 and pyqtgraph ({e}); install vggexplorer[gui]")
             png = out / "memory.png" if want_png else None

@@ -61,9 +61,9 @@ def _count(minimum: int) -> Callable[[str], int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vggexplorer.core.base.units import fmt_bytes
     from vggexplorer.core.model.head import load_head
     from vggexplorer.core.results.runfile import save_run, write_csv
+    from vggexplorer.core.results.wording import run_summary
     from vggexplorer.core.run.engine import FailAt, RunConfig, run_iter
 
     try:
@@ -115,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
         return fail(f"cannot write to {out}: {e.strerror or e}")
     if not args.no_plots:
         try:
-            from vggexplorer.qt.plots.plotting import export_run_plots
+            from vggexplorer.qt.plots.export import export_run_plots
         except ImportError as e:
             print(
                 f"vggexplorer: note: plots skipped (Qt/pyqtgraph not available: {e}); "
@@ -127,15 +127,7 @@ def run(args: argparse.Namespace) -> int:
                 export_run_plots(result, out / "memory.png", out / "memory.svg")
             except Exception as e:
                 print(f"vggexplorer: note: plots could not be written: {e}", file=sys.stderr)
-    s = result.summary
-    print(
-        f"{result.status}: peak allocated {fmt_bytes(s.peak_allocated_bytes)} (allocator), "
-        f"tensors {fmt_bytes(s.peak_tensor_bytes)}, params {fmt_bytes(s.param_bytes)}"
-        + (f", reserved {fmt_bytes(s.peak_reserved_bytes)}" if s.peak_reserved_bytes is not None else "")
-        + (f", process {fmt_bytes(s.peak_device_bytes)}" if s.peak_device_bytes is not None else "")
-        + f" → {out}",
-        file=sys.stderr,
-    )
+    print(f"{run_summary(result, outcome=True, params=True, sep=', ')} → {out}", file=sys.stderr)
     if result.status == "oom":
         f = result.fault
         where = f" in {f.layer or '-'} during {f.phase}" if f is not None else ""

@@ -42,13 +42,16 @@ from vggexplorer.core.base.units import fmt_bytes
 from vggexplorer.core.model.head import PRESET_NAMES, HeadDocument, HeadSpec, preset
 from vggexplorer.core.results.compare import comparison_to_markdown, comparison_to_rows
 from vggexplorer.core.results.result import RunResult
+from vggexplorer.core.results.wording import run_summary
 from vggexplorer.qt.head.head_model import HeadListModel
 from vggexplorer.qt.head.head_view import HeadView
 from vggexplorer.qt.head.palette import PaletteView
 from vggexplorer.qt.head.properties import PropertyPanel
 from vggexplorer.qt.head.undo import make_stack
 from vggexplorer.qt.layer_table import LayerTable
-from vggexplorer.qt.plots.plotting import CategoryPlot, MemoryPlot, export_png, export_svg
+from vggexplorer.qt.plots.category_plot import CategoryPlot
+from vggexplorer.qt.plots.export import export_png, export_svg
+from vggexplorer.qt.plots.memory_plot import MemoryPlot
 from vggexplorer.qt.predict_panel import DEBOUNCE_MS, PredictionAnswer, PredictPanel, PredictService
 from vggexplorer.qt.run_controls import CPU_CHOICE, DeviceChoice, RunControls, RunSettings, settings_label
 from vggexplorer.qt.runs import ComparePanel, RunsPanel
@@ -827,16 +830,7 @@ class MainWindow(QMainWindow):
 
     @staticmethod
     def _summary_text(r: RunResult) -> str:
-        s = r.summary
-        bits = [
-            f"peak allocator {fmt_bytes(s.peak_allocated_bytes)}",
-            f"tensors {fmt_bytes(s.peak_tensor_bytes)}",
-        ]
-        if s.peak_reserved_bytes is not None:
-            bits.append(f"reserved {fmt_bytes(s.peak_reserved_bytes)}")
-        if s.peak_device_bytes is not None:
-            bits.append(f"process {fmt_bytes(s.peak_device_bytes)}")
-        return " · ".join(bits)
+        return run_summary(r)
 
     # --- runs, plots, compare ---
     def _on_checked_runs(self, runs: list[RunResult]) -> None:

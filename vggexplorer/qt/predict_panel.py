@@ -36,19 +36,13 @@ from PySide6.QtWidgets import (
 from vggexplorer.core.base.units import GiB, fmt_bytes
 from vggexplorer.core.predict.gpus import GpuError, GpuProfile, find_profile, list_profiles
 from vggexplorer.core.results.result import RunResult
+from vggexplorer.core.results.wording import short_gpu_name
 
 CUSTOM = "custom"
 #: Shown by default when the device's own GPU has no profile (or there is no GPU).
 DEFAULT_PROFILE = "RTX 4090"
 #: Edits are coalesced: a prediction is asked this long after the last one.
 DEBOUNCE_MS = 150
-
-
-def short_gpu_name(name: str) -> str:
-    """``RTX 3060`` for ``NVIDIA GeForce RTX 3060``."""
-    for junk in ("NVIDIA ", "GeForce "):
-        name = name.replace(junk, "")
-    return name.strip()
 
 
 # --- child process ---------------------------------------------------------------------------------------

@@ -111,7 +111,7 @@ def _jsonable(v: Any) -> Any:
 
 
 def category_peaks(r: RunResult) -> dict[str, dict[str, int]]:
-    from vggexplorer.core.run.attribution import category_series
+    from vggexplorer.core.results.analysis import category_series
 
     t, series = category_series(r)
     peak = {c: int(s.max()) if len(s) else 0 for c, s in series.items()}

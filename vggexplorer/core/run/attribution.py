@@ -4,10 +4,8 @@
 - ``layer_stats`` gives one :class:`LayerStats` per leaf module: output shape and bytes, bytes its forward
   left alive for backward (``saved_bytes``), parameter and gradient bytes, tensor-level and allocator-level
   peaks during its forward and backward spans, and its mean forward/backward time per measured iteration.
-- ``category_series(result)`` gives bytes per category over time on one time grid: the row categories
-  (parameters, buffers, inputs, activations, temporaries, gradients, optimizer_state, outputs) summed from
-  the tensor timeline, plus the derived ``untracked_workspace`` (allocator − tensors),
-  ``allocator_overhead`` (reserved − allocated, CUDA) and ``non_pytorch`` (device process − reserved, CUDA).
+- Categories over time (``category_series``) and the step-function lookup live in
+  ``core.results.analysis``.
 - ``summarize(result)`` recomputes the Summary from the timelines.
 """
 
@@ -20,7 +18,6 @@ import numpy as np
 from vggexplorer.core.results.result import (
     CATEGORIES,
     PHASES,
-    ROW_CATEGORIES,
     DeviceSamples,
     LayerStats,
     RunResult,
@@ -32,7 +29,7 @@ from vggexplorer.core.results.result import (
 if TYPE_CHECKING:
     from vggexplorer.core.run.engine import Execution
 
-__all__ = ["build_result", "category_series", "layer_stats", "peak_in", "step_at", "summarize"]
+__all__ = ["build_result", "layer_stats", "peak_in", "summarize"]
 
 _PHASE = {p: i for i, p in enumerate(PHASES)}
 
@@ -71,16 +68,6 @@ def build_result(
     result.layers = layer_stats(ex, result)
     result.summary = summarize(result)
     return result
-
-
-def step_at(t_events: np.ndarray, values: np.ndarray, t: np.ndarray, before: int = 0) -> np.ndarray:
-    """Value of a step series (``values[i]`` from ``t_events[i]`` on) at times ``t``; ``before`` earlier."""
-    if len(t_events) == 0:
-        return np.full(len(t), before, dtype=np.int64)
-    k = np.searchsorted(t_events, t, side="right") - 1
-    out = np.asarray(values, dtype=np.int64)[np.clip(k, 0, None)]
-    out[k < 0] = before
-    return out
 
 
 def peak_in(tl: Timeline, t0: float, t1: float) -> int:
@@ -177,30 +164,3 @@ def summarize(r: RunResult) -> Summary:
         peak_phase=peak_phase,
         peak_module=peak_module,
     )
-
-
-def category_series(r: RunResult) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Bytes per category on the merged event times of the tensor and allocator timelines.
-
-    Row categories come from the tensor timeline; ``untracked_workspace`` = allocator − tensors (clipped at
-    0), ``allocator_overhead`` = reserved − allocated and ``non_pytorch`` = device process − reserved (CUDA
-    only; absent elsewhere).
-    """
-    ten, al = r.tensor, r.allocator
-    t = np.union1d(ten.t, al.t) if len(al) else np.asarray(ten.t, dtype=np.float64)
-    out: dict[str, np.ndarray] = {}
-    for c in ROW_CATEGORIES:
-        ci = CATEGORIES.index(c)
-        d = np.where(ten.category == ci, ten.delta, 0)
-        out[c] = step_at(ten.t, np.cumsum(d), t)
-    tensor_total = step_at(ten.t, ten.total, t)
-    if len(al):
-        alloc_total = step_at(al.t, al.total, t)
-        out["untracked_workspace"] = np.clip(alloc_total - tensor_total, 0, None)
-        if al.reserved is not None:
-            reserved = step_at(al.t, al.reserved, t)
-            out["allocator_overhead"] = np.clip(reserved - alloc_total, 0, None)
-            if len(r.device) and r.device.process is not None:
-                proc = step_at(r.device.t, r.device.process, t, before=-1)
-                out["non_pytorch"] = np.where(proc >= 0, np.clip(proc - reserved, 0, None), 0)
-    return t, out

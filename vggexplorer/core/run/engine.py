@@ -697,17 +697,9 @@ def _module_sort_key(name: str) -> tuple[int, int]:
 
 
 def _final_message(r: RunResult) -> str:
-    from vggexplorer.core.base.units import fmt_bytes
+    from vggexplorer.core.results.wording import run_summary
 
-    s = r.summary
-    head = {"ok": "done", "oom": "out of memory", "cancelled": "cancelled", "error": "failed"}[r.status]
-    where = (
-        f" at {r.fault.layer or '-'} ({r.fault.phase})" if r.fault is not None and r.status != "ok" else ""
-    )
-    return (
-        f"{head}{where}: peak allocator {fmt_bytes(s.peak_allocated_bytes)}, "
-        f"tensors {fmt_bytes(s.peak_tensor_bytes)}"
-    )
+    return run_summary(r, outcome=True, full=False, sep=", ")
 
 
 def _environment(dev: torch.device) -> dict[str, Any]:

@@ -1,0 +1,53 @@
+"""core.results.wording: run labels, GPU names and the one run summary sentence."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from vggexplorer.core.base.units import fmt_bytes
+from vggexplorer.core.results.result import Fault
+from vggexplorer.core.results.synthetic import synthetic_run
+from vggexplorer.core.results.wording import (
+    describe_run,
+    prediction_gpu,
+    run_label,
+    run_summary,
+    short_gpu_name,
+)
+
+
+def test_run_label_and_description() -> None:
+    r = synthetic_run(head="fcn", input_hw=384, batch=8, cuda=True)
+    assert run_label(r) == "fcn at 384"
+    assert run_label(synthetic_run(name="mine", predicted=True)) == "mine (predicted)"
+    d = describe_run(r)
+    assert d.startswith("fcn at 384 · vgg11 · batch 8 · train · float32") and "Synthetic GPU" in d
+
+
+def test_short_gpu_names() -> None:
+    assert short_gpu_name("NVIDIA GeForce RTX 3060") == "RTX 3060"
+    assert short_gpu_name("NVIDIA H100 80GB HBM3") == "H100 80GB HBM3"
+    r = synthetic_run(cuda=True, predicted=True)
+    r.environment["gpu_profile"] = {"name": "NVIDIA GeForce RTX 4090"}
+    assert prediction_gpu(r) == "RTX 4090"
+
+
+def test_run_summary_sentence() -> None:
+    r = synthetic_run(head="fc", input_hw=64, batch=1, cuda=True)
+    s = r.summary
+    alloc, ten = fmt_bytes(s.peak_allocated_bytes), fmt_bytes(s.peak_tensor_bytes)
+    assert s.peak_reserved_bytes is not None and s.peak_device_bytes is not None
+    full = (
+        f"peak allocator {alloc} · tensors {ten} · reserved {fmt_bytes(s.peak_reserved_bytes)} · "
+        f"process {fmt_bytes(s.peak_device_bytes)}"
+    )
+    assert run_summary(r) == full
+    assert (
+        run_summary(r, outcome=True, full=False, sep=", ") == f"done: peak allocator {alloc}, tensors {ten}"
+    )
+    assert f"params {fmt_bytes(s.param_bytes)}, reserved" in run_summary(r, params=True, sep=", ")
+    r.status = "oom"
+    r.fault = Fault("oom", "CUDA out of memory", "features.3", "forward", 0)
+    assert run_summary(r, outcome=True, full=False).startswith("out of memory at features.3 (forward): peak")
+    r.fault = replace(r.fault, layer="")
+    assert run_summary(r, outcome=True).startswith("out of memory at - (forward): ")
