@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Run the whole test suite (sets everything up on first use): lint, format check, types, tests
+# Run the whole test suite (sets everything up on first use): lint, format check, types, the import
+# contract, tests
 # (offscreen), then the real-window tests (drag and drop, screenshots) under Xvfb.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +10,7 @@ export PATH="$PWD/.venv/bin:$PATH"
 echo "== ruff check" && ruff check .
 echo "== ruff format --check" && ruff format --check .
 echo "== mypy" && mypy
+echo "== lint-imports (the import contract, docs/architecture.md)" && lint-imports --no-cache
 
 echo "== pytest (offscreen)"
 QT_QPA_PLATFORM=offscreen python -m pytest -m "not xvfb" "$@"
