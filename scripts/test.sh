@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
 # Run the whole test suite (sets everything up on first use): lint, format check, types, the import
-# contract, tests
-# (offscreen), then the real-window tests (drag and drop, screenshots) under Xvfb.
+# contract, tests (offscreen), then the real-window tests (drag and drop, screenshots) under Xvfb.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

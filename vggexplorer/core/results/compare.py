@@ -3,7 +3,7 @@ explanation of *why* B uses more (or less) memory than A, ranked by size.
 
 Only what the numbers show is stated: every sentence is built from a measured (or, for predicted runs,
 modelled and labelled so) difference. Category bytes at the peak come from the tensor timeline's rows
-(row categories) and from the derived differences fixed in ``core/result.py`` (untracked workspace,
+(row categories) and from the derived differences fixed in ``core/results/result.py`` (untracked workspace,
 allocator overhead, non-PyTorch).
 """
 
