@@ -61,7 +61,7 @@ def serve(requests: Any, answers: Any) -> None:
     from vggexplorer.core.predict.gpus import adhoc_profile
     from vggexplorer.core.predict.predictor import Predictor
     from vggexplorer.core.run.engine import RunConfig
-    from vggexplorer.qt.worker import _plain_result
+    from vggexplorer.core.run.entries import plain_result
 
     predictor = Predictor(disk_cache=True)
     profiles: dict[str, GpuProfile] = {}
@@ -93,7 +93,7 @@ def serve(requests: Any, answers: Any) -> None:
                     "prediction",
                     rid,
                     {
-                        "result": _plain_result(pred.result),
+                        "result": plain_result(pred.result),
                         "fits": bool(pred.fits),
                         "oom_at": oom.to_dict() if oom is not None else None,
                         "error": "" if pred.fits or oom is not None or fault is None else fault.message,
