@@ -22,12 +22,12 @@ from PySide6.QtCore import QModelIndex, Qt, QTimer
 from pytestqt.qtbot import QtBot
 
 from vggexplorer.core.model.head import HeadSpec
+from vggexplorer.core.run.progress import Progress
 from vggexplorer.qt.head.head_model import IssueRole, StateRole
 from vggexplorer.qt.head.palette import PaletteView
 from vggexplorer.qt.main_window import MainWindow, engine_run_factory
 from vggexplorer.qt.run_controls import RunSettings
 from vggexplorer.qt.settings import AppSettings
-from vggexplorer.qt.worker import RunProgress
 
 RUN_TIMEOUT_MS = 240_000  # a real CPU run: child start (imports torch) + a tiny VGG11 step; slow CI boxes
 
@@ -217,7 +217,7 @@ def test_cancel_keeps_the_app_usable(qtbot: QtBot, window: MainWindow) -> None:
 def failing_factory(
     settings: RunSettings, head: HeadSpec
 ) -> Callable[[threading.Event], Generator[Any, None, Any]]:
-    def gen(cancel: threading.Event) -> Generator[RunProgress, None, Any]:
+    def gen(cancel: threading.Event) -> Generator[Progress, None, Any]:
         chunk = {
             "t": np.linspace(0, 0.1, 50),
             "delta": np.full(50, 1 << 20),
@@ -226,8 +226,8 @@ def failing_factory(
             "module": np.zeros(50, np.int32),
             "iteration": np.zeros(50, np.int32),
         }
-        yield RunProgress(0.3, "forward", "features.3", 0, "forward · features.3", chunk, ("features.3",))
-        yield RunProgress(0.6, "backward", "features.8", 0, "backward · features.8")
+        yield Progress(0.3, "forward", "features.3", 0, "forward · features.3", chunk, ("features.3",))
+        yield Progress(0.6, "backward", "features.8", 0, "backward · features.8")
         raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     return lambda cancel: gen(cancel)

@@ -12,17 +12,10 @@ import numpy as np
 import pytest
 from pytestqt.qtbot import QtBot
 
-from vggexplorer.qt.worker import (
-    CallWorker,
-    ChildProcessError,
-    EngineAccumulator,
-    GeneratorWorker,
-    RemoteError,
-    RunProgress,
-    WorkerError,
-    subprocess_call,
-    subprocess_iter,
-)
+from vggexplorer.core.run.accumulate import EngineAccumulator
+from vggexplorer.core.run.child import ChildProcessError, RemoteError, subprocess_call, subprocess_iter
+from vggexplorer.core.run.progress import Progress
+from vggexplorer.qt.worker import CallWorker, GeneratorWorker, WorkerError
 
 # --- generators the tests drive (module level: the child processes import them by name) -----------------
 
@@ -102,8 +95,8 @@ def test_cancel_sets_the_event_and_reports_cancelled(qtbot: QtBot) -> None:
 def test_errors_are_reported_with_phase_and_module(qtbot: QtBot) -> None:
     w = GeneratorWorker()
 
-    def gen(cancel: threading.Event) -> Generator[RunProgress, None, None]:
-        yield RunProgress(0.5, "backward", "features.8", 0, "")
+    def gen(cancel: threading.Event) -> Generator[Progress, None, None]:
+        yield Progress(0.5, "backward", "features.8", 0, "")
         raise MemoryError("boom")
 
     with qtbot.waitSignal(w.errored) as sig:
@@ -141,10 +134,10 @@ def test_accumulator_builds_partial_results(qtbot: QtBot) -> None:
             "module": np.array([0, 0]),
             "iteration": np.array([0, 0]),
         }
-        assert acc.feed(RunProgress(0.1 * k, "forward", "features.0", 0, "", chunk, ("features.0",)))
+        assert acc.feed(Progress(0.1 * k, "forward", "features.0", 0, "", chunk, ("features.0",)))
     snap = acc.snapshot()
     assert len(snap.tensor) == 6 and snap.summary.peak_tensor_bytes == 220 and snap.name == "live"
-    assert not acc.feed(RunProgress(0.5, "forward", "", 0, "no data"))
+    assert not acc.feed(Progress(0.5, "forward", "", 0, "no data"))
     assert acc.snapshot() is not snap  # a new object for the GUI thread every time
 
 

@@ -43,6 +43,8 @@ from vggexplorer.core.model.head import PRESET_NAMES, HeadDocument, HeadSpec, pr
 from vggexplorer.core.results.compare import comparison_to_markdown, comparison_to_rows
 from vggexplorer.core.results.result import RunResult
 from vggexplorer.core.results.wording import run_summary
+from vggexplorer.core.run.accumulate import EngineAccumulator
+from vggexplorer.core.run.child import prewarm_fork_server, subprocess_call, subprocess_iter
 from vggexplorer.qt.head.head_model import HeadListModel
 from vggexplorer.qt.head.head_view import HeadView
 from vggexplorer.qt.head.palette import PaletteView
@@ -56,15 +58,7 @@ from vggexplorer.qt.predict_panel import DEBOUNCE_MS, PredictionAnswer, PredictP
 from vggexplorer.qt.run_controls import CPU_CHOICE, DeviceChoice, RunControls, RunSettings, settings_label
 from vggexplorer.qt.runs import ComparePanel, RunsPanel
 from vggexplorer.qt.settings import AppSettings
-from vggexplorer.qt.worker import (
-    CallWorker,
-    EngineAccumulator,
-    GeneratorWorker,
-    WorkerError,
-    prewarm_fork_server,
-    subprocess_call,
-    subprocess_iter,
-)
+from vggexplorer.qt.worker import CallWorker, GeneratorWorker, WorkerError
 
 #: Live plots redraw at most this often while a run is going (10 Hz).
 REDRAW_INTERVAL_MS = 100
@@ -93,12 +87,13 @@ def engine_run_factory(
         config["_fail_at"] = list(fail_at)
     # CPU runs fork from the warm fork server (torch already imported); CUDA runs get a fresh process
     fork = config["device"] == "cpu"
-    return lambda cancel: subprocess_iter("vggexplorer.qt.worker:engine_run_iter", config, cancel, fork=fork)
+    target = "vggexplorer.core.run.entries:engine_run_iter"
+    return lambda cancel: subprocess_iter(target, config, cancel, fork=fork)
 
 
 def find_devices() -> tuple[list[DeviceChoice], str, str]:
     """(devices, best device id, status text), asked in a child process (CUDA/NVML stay out of the GUI)."""
-    infos, best, status = subprocess_call("vggexplorer.qt.worker:discover_devices")
+    infos, best, status = subprocess_call("vggexplorer.core.run.entries:discover_devices")
     devices = [DeviceChoice(str(d.id), str(d.label), int(d.total_bytes), str(d.kind)) for d in infos]
     if not any(d.id == "cpu" for d in devices):
         devices.append(CPU_CHOICE)

@@ -1,11 +1,10 @@
 """Predicted beside measured: a GPU picker, the verdict strip, and the helper process that predicts.
 
 The predictor imports torch (it traces the model under FakeTensorMode), which the GUI process never does, so
-predictions run in one long-lived child process (``PredictService``): spawned on the first request, it keeps
-its ``Predictor`` (traces and batch models cached), answers the newest request only (requests that queued up
-while it was busy are dropped unanswered), and sends the prediction first and the largest batch that fits
-after it, so the verdict shows as soon as it is known. A reader thread turns answers into a Qt signal on the
-GUI thread; every answer carries its request id and the window ignores all but the latest (stale results).
+predictions run in one long-lived child process (``PredictService``), spawned on the first request, that runs
+the prediction service (``vggexplorer.core.predict.service.serve``: the newest request only, the prediction
+first and the largest batch that fits after it). A reader thread turns answers into a Qt signal on the GUI
+thread; every answer carries its request id and the window ignores all but the latest (stale results).
 
 ``PredictPanel`` is the view: "Predict for GPU [profile ▾]", a capacity box for "custom capacity…", "Show
 prediction" (the predicted curves in the memory plot), "predicting…" while a request is out, and the verdict
@@ -17,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import threading
-import traceback
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -35,81 +33,16 @@ from PySide6.QtWidgets import (
 
 from vggexplorer.core.base.units import GiB, fmt_bytes
 from vggexplorer.core.predict.gpus import GpuError, GpuProfile, find_profile, list_profiles
+from vggexplorer.core.predict.service import serve
 from vggexplorer.core.results.result import RunResult
 from vggexplorer.core.results.wording import short_gpu_name
+from vggexplorer.core.run.child import end_process
 
 CUSTOM = "custom"
 #: Shown by default when the device's own GPU has no profile (or there is no GPU).
 DEFAULT_PROFILE = "RTX 4090"
 #: Edits are coalesced: a prediction is asked this long after the last one.
 DEBOUNCE_MS = 150
-
-
-# --- child process ---------------------------------------------------------------------------------------
-
-
-def serve(requests: Any, answers: Any) -> None:
-    """Child process: answer ``(id, {"config": engine config dict, "gpu": {"profile": name} | {"capacity":
-    bytes}})`` requests until ``None`` or the pipe closes. Sends ``("prediction", id, dict)`` then
-    ``("max_batch", id, n)``, or ``("error", id, text)``."""
-    from vggexplorer.core.predict.gpus import adhoc_profile
-    from vggexplorer.core.predict.predictor import Predictor
-    from vggexplorer.core.run.engine import RunConfig
-    from vggexplorer.qt.worker import _plain_result
-
-    predictor = Predictor(disk_cache=True)
-    profiles: dict[str, GpuProfile] = {}
-    while True:
-        try:
-            msg = requests.recv()
-            while msg is not None and requests.poll():  # only the newest request matters
-                msg = requests.recv()
-        except (EOFError, OSError):
-            return
-        if msg is None:
-            return
-        rid, req = msg
-        try:
-            g = req["gpu"]
-            if "capacity" in g:
-                gpu = adhoc_profile(int(g["capacity"]))
-            else:
-                name = str(g["profile"])
-                if name not in profiles:
-                    profiles[name] = find_profile(name)
-                gpu = profiles[name]
-            config = RunConfig.from_dict(req["config"])
-            pred = predictor.predict(config, gpu)
-            oom = pred.oom_at
-            fault = pred.result.fault
-            answers.send(
-                (
-                    "prediction",
-                    rid,
-                    {
-                        "result": _plain_result(pred.result),
-                        "fits": bool(pred.fits),
-                        "oom_at": oom.to_dict() if oom is not None else None,
-                        "error": "" if pred.fits or oom is not None or fault is None else fault.message,
-                        "peak_allocated_bytes": int(pred.peak_allocated_bytes),
-                        "peak_reserved_bytes": int(pred.peak_reserved_bytes),
-                        "peak_process_bytes": int(pred.peak_process_bytes),
-                        "gpu_name": gpu.name,
-                        "total_memory_bytes": int(gpu.total_memory_bytes),
-                        "estimated": bool(gpu.estimated),
-                        "ms": float(pred.timings_ms.get("total", 0.0)),
-                    },
-                )
-            )
-        except Exception as e:  # reported in the panel, never swallowed
-            answers.send(("error", rid, f"{type(e).__name__}: {e}\n{traceback.format_exc()}"))
-            continue
-        if requests.poll():  # a newer request is waiting: it matters more than this one's max batch
-            continue
-        try:
-            answers.send(("max_batch", rid, int(predictor.max_batch(config, gpu))))
-        except Exception as e:
-            answers.send(("error", rid, f"largest batch: {type(e).__name__}: {e}"))
 
 
 # --- GUI side --------------------------------------------------------------------------------------------
@@ -147,6 +80,8 @@ class PredictService(QObject):
     answered = Signal(object)
     maxBatch = Signal(int, int)
     failed = Signal(int, str)
+    #: answer to a ``{"modules": prefixes}`` request: what the child has imported under those prefixes
+    modulesReported = Signal(int, object)
     _got = Signal(object)
 
     def __init__(self, parent: QObject | None = None) -> None:
@@ -231,6 +166,8 @@ class PredictService(QObject):
             self.answered.emit(PredictionAnswer.from_payload(int(rid), value))
         elif kind == "max_batch":
             self.maxBatch.emit(int(rid), int(value))
+        elif kind == "modules":
+            self.modulesReported.emit(int(rid), list(value))
         else:
             self.failed.emit(int(rid), str(value))
 
@@ -243,15 +180,9 @@ class PredictService(QObject):
         self._spawned.wait()
         proc, conn = self._proc, self._requests
         if proc is not None:
-            with contextlib.suppress(OSError):
-                conn.send(None)
-            proc.join(timeout)
-            if proc.is_alive():  # busy importing torch or tracing: it holds no state worth waiting for
-                proc.terminate()
-                proc.join(5)
-                if proc.is_alive():
-                    proc.kill()
-                    proc.join()
+            # asked to end; terminated after ``timeout`` (busy importing torch or tracing: it holds no state
+            # worth waiting for)
+            end_process(proc, lambda: conn.send(None), timeout)
         thread.join()  # the child is gone: its pipe closed, the reader has returned
         if proc is not None:
             with contextlib.suppress(OSError):

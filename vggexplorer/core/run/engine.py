@@ -78,6 +78,7 @@ from vggexplorer.core.results.result import (
     Status,
     Timeline,
 )
+from vggexplorer.core.run.progress import Progress
 from vggexplorer.core.run.tracer import Cancelled, FailAt, Tracer, is_oom_error
 
 __all__ = [
@@ -130,23 +131,6 @@ def fake_device(config: RunConfig) -> str:
     channels_last runs use CPU fake tensors.
     """
     return "meta" if config.dtype == "float32" and not config.channels_last else "cpu"
-
-
-@dataclass(frozen=True)
-class Progress:
-    """What a run reports while it runs (yielded by ``run_iter``)."""
-
-    fraction: float  # 0..1
-    phase: str
-    module: str
-    iteration: int
-    message: str
-    #: new tensor-level rows since the previous Progress: columns t, delta, total, phase, module, iteration
-    #: (``module`` indexes ``strings``); None when there are none.
-    chunk: dict[str, np.ndarray] | None = None
-    strings: tuple[str, ...] = ()
-    #: set on the last Progress only: the finished (or partial) result
-    result: RunResult | None = None
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""What the fork server for CPU runs imports (``worker.FORK_PRELOAD``): the run's modules, then ``gc.freeze``.
+"""What the fork server for CPU runs imports (``child.FORK_PRELOAD``): the run's modules, then ``gc.freeze``.
 
 Every CPU run's child is forked from that server, so it starts with torch, torch._dynamo (imported by
 PyTorch at the first op under a Python dispatch mode) and the engine already imported. Freezing moves all
@@ -14,9 +14,10 @@ import gc
 import torch._dynamo  # noqa: F401
 
 import vggexplorer.core.run.attribution
+import vggexplorer.core.run.child
 import vggexplorer.core.run.engine
-import vggexplorer.core.run.sampler
-import vggexplorer.qt.worker  # noqa: F401
+import vggexplorer.core.run.entries
+import vggexplorer.core.run.sampler  # noqa: F401
 
 gc.collect()
 gc.freeze()
