@@ -1,5 +1,6 @@
-"""The runs list is a view of the session: it shows what the session holds and sends ticks, picks,
-renames and removals to the session's mutators; two views of one session agree."""
+"""The Qt views of the session. The runs list shows what the session holds and sends ticks, picks,
+renames and removals to the session's mutators; two views of one session agree. The run controls send
+every setting to the session and show settings the session is given."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from pytestqt.qtbot import QtBot
 from vggexplorer.core.results.compare import synthetic_run
 from vggexplorer.core.results.result import RunResult
 from vggexplorer.core.session.model import SessionModel
+from vggexplorer.core.session.settings import RunSettings
+from vggexplorer.qt.run_controls import CPU_CHOICE, DeviceChoice, RunControls
 from vggexplorer.qt.runs import RunIdRole, RunsPanel
 
 
@@ -71,3 +74,39 @@ def test_a_deleted_view_stops_listening(qtbot: QtBot) -> None:
     qtbot.waitUntil(lambda: len(session.events.runs) == 0, timeout=2000)
     session.add_run(run("after"))  # nothing calls into the deleted widget
     assert len(session.events.selection) == 0
+
+
+def test_run_controls_are_a_view_of_the_session_settings(qtbot: QtBot) -> None:
+    session = SessionModel()
+    controls = RunControls(session)
+    qtbot.addWidget(controls)
+    assert session.settings == controls.settings()  # what the widgets start with is the session's
+    seen: list[RunSettings] = []
+    session.events.settings.connect(seen.append)
+
+    controls.batch.setValue(5)
+    controls.dtype.setCurrentText("bfloat16")
+    assert (session.settings.batch, session.settings.dtype) == (5, "bfloat16")
+    assert [(x.batch, x.dtype) for x in seen] == [(5, "float32"), (5, "bfloat16")]
+
+    gpu = DeviceChoice("cuda:0", "NVIDIA H100 80GB HBM3", 80 << 30, "cuda")
+    controls.set_devices([CPU_CHOICE, gpu])
+    target = RunSettings(
+        preset=session.settings.preset,
+        backbone=session.settings.backbone,
+        device="cuda:0",
+        batch=2,
+        input_hw=(96, 96),
+        dtype="float16",
+        mode="eval",
+        optimizer="sgd",
+        iterations=4,
+    )
+    session.set_settings(target)
+    assert controls.settings() == target and session.settings == target
+    assert controls.mode.currentData() == "eval" and controls.device_id() == "cuda:0"
+
+    # a device the picker does not offer: the session is corrected to what the controls can show
+    session.set_settings(RunSettings(preset=target.preset, backbone=target.backbone, device="cuda:7"))
+    assert session.settings.device == "cuda:0" == controls.device_id()
+    assert session.settings == controls.settings()

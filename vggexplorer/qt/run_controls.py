@@ -199,6 +199,12 @@ class RunControls(QWidget):
             combo.currentIndexChanged.connect(self._push)
         self.run_button.clicked.connect(self.runRequested)
         self.cancel_button.clicked.connect(self.cancelRequested)
+        self.session.events.settings.connect(self._on_session_settings)
+        # the session may outlive the widget: stop calling back into it once it is gone
+        events, on_settings = self.session.events, self._on_session_settings
+        self.destroyed.connect(
+            lambda *_: events.settings.disconnect(on_settings) if on_settings in events.settings else None
+        )
 
     # --- settings ---
     def settings(self) -> RunSettings:
@@ -240,6 +246,11 @@ class RunControls(QWidget):
     def _push(self, *_: object) -> None:
         """What the widgets show becomes the session's current settings (an event only when it changed)."""
         self.session.set_settings(self.settings())
+
+    def _on_session_settings(self, s: RunSettings) -> None:
+        """Settings set on the session elsewhere show here (preset and backbone follow the head instead)."""
+        if s != self.settings():
+            self.apply_settings(s.to_dict())
 
     def set_preset_label(self, name: str) -> None:
         """Show which preset the head is (or "custom" after an edit) without emitting."""
