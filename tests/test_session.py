@@ -244,3 +244,16 @@ def test_session_imports_neither_torch_nor_qt() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_head_labels_name_presets_edits_and_custom_heads() -> None:
+    from dataclasses import replace
+
+    from vggexplorer.core.session.settings import head_label, preset_of
+
+    fc = preset("fc")
+    assert preset_of(fc) == "fc" and head_label(fc) == "fc"
+    edited = replace(fc, layers=fc.layers[:-1])
+    assert preset_of(edited) is None and head_label(edited) == "fc (edited)"
+    assert head_label(replace(edited, name="")) == "custom"
+    assert preset_of(replace(fc, name="not-a-preset")) is None

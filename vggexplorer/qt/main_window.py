@@ -13,7 +13,6 @@ import gc
 import platform
 import threading
 from collections.abc import Callable, Generator
-from functools import cache
 from importlib import metadata
 from pathlib import Path
 from typing import Any, ClassVar
@@ -44,7 +43,14 @@ from vggexplorer.core.model.head import PRESET_NAMES, HeadDocument, HeadSpec, pr
 from vggexplorer.core.results.compare import comparison_to_markdown, comparison_to_rows
 from vggexplorer.core.results.result import RunResult
 from vggexplorer.core.session.model import RunsChange, Selection, SessionModel
-from vggexplorer.core.session.settings import RunSettings, blocked_reason, run_config, settings_label
+from vggexplorer.core.session.settings import (
+    RunSettings,
+    blocked_reason,
+    head_label,
+    preset_of,
+    run_config,
+    settings_label,
+)
 from vggexplorer.qt.head.head_model import HeadListModel
 from vggexplorer.qt.head.head_view import HeadView
 from vggexplorer.qt.head.palette import PaletteView
@@ -94,29 +100,6 @@ def find_devices() -> tuple[list[DeviceChoice], str, str]:
     if not any(d.id == "cpu" for d in devices):
         devices.append(CPU_CHOICE)
     return devices, str(best), str(status)
-
-
-@cache
-def _preset_spec(name: str, backbone: str) -> HeadSpec:
-    return preset(name, backbone)
-
-
-def preset_of(spec: HeadSpec) -> str | None:
-    """The preset this head is (unmodified), else None."""
-    if spec.name in PRESET_NAMES:
-        try:
-            if _preset_spec(spec.name, spec.backbone) == spec:
-                return spec.name
-        except VGGExplorerError:
-            return None
-    return None
-
-
-def head_label(spec: HeadSpec) -> str:
-    p = preset_of(spec)
-    if p:
-        return p
-    return f"{spec.name} (edited)" if spec.name else "custom"
 
 
 class MessageBar(QFrame):
@@ -707,7 +690,7 @@ class MainWindow(QMainWindow):
         s = self.session.settings
         spec = self.doc.spec
         label = head_label(spec)
-        name = self._unique_name(settings_label(s, label))
+        name = self.session.unique_name(settings_label(s, label))
         config = {**s.to_dict(), "head": label, "preset": label}
         self._run_name, self._run_settings = name, s
         self._live, self._live_dirty = None, False
@@ -719,9 +702,6 @@ class MainWindow(QMainWindow):
         self.worker.start(self.run_factory(s, spec), lambda: EngineAccumulator(name, config, env))
         self.redraw_timer.start()
         return True
-
-    def _unique_name(self, base: str) -> str:
-        return self.session.unique_name(base)
 
     def cancel_run(self) -> None:
         if self.worker.running:
@@ -927,7 +907,7 @@ class MainWindow(QMainWindow):
             return None
         if not result.name:
             result.name = path.stem
-        result.name = self._unique_name(result.name)
+        result.name = self.session.unique_name(result.name)
         self._add_result(result)
         self.flush_updates()
         return result

@@ -24,6 +24,8 @@ _EXPORTS = {
     "SessionModel": "model",
     "RunSettings": "settings",
     "blocked_reason": "settings",
+    "head_label": "settings",
+    "preset_of": "settings",
     "run_config": "settings",
     "settings_label": "settings",
 }

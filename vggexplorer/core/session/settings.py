@@ -8,12 +8,14 @@ settings file stores it. :func:`run_config` is the only place that turns it into
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from functools import cache
 from typing import Any
 
+from vggexplorer.core.base.errors import VGGExplorerError
 from vggexplorer.core.model.config import RunConfig, device_dtype_problem
-from vggexplorer.core.model.head import HeadSpec
+from vggexplorer.core.model.head import PRESET_NAMES, HeadSpec, preset
 
-__all__ = ["RunSettings", "blocked_reason", "run_config", "settings_label"]
+__all__ = ["RunSettings", "blocked_reason", "head_label", "preset_of", "run_config", "settings_label"]
 
 
 @dataclass(frozen=True)
@@ -72,3 +74,27 @@ def settings_label(s: RunSettings, head_name: str) -> str:
     if s.dtype != "float32":
         bits.append(s.dtype)
     return " · ".join(bits)
+
+
+@cache
+def _preset_spec(name: str, backbone: str) -> HeadSpec:
+    return preset(name, backbone)
+
+
+def preset_of(spec: HeadSpec) -> str | None:
+    """The preset this head is (unmodified), else None."""
+    if spec.name in PRESET_NAMES:
+        try:
+            if _preset_spec(spec.name, spec.backbone) == spec:
+                return spec.name
+        except VGGExplorerError:
+            return None
+    return None
+
+
+def head_label(spec: HeadSpec) -> str:
+    """``fc`` (a preset as shipped), ``fc (edited)``, or ``custom`` (a head with no name)."""
+    p = preset_of(spec)
+    if p:
+        return p
+    return f"{spec.name} (edited)" if spec.name else "custom"
