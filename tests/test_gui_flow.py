@@ -23,10 +23,10 @@ from pytestqt.qtbot import QtBot
 
 from vggexplorer.core.model.head import HeadSpec
 from vggexplorer.core.run.progress import Progress
+from vggexplorer.core.session.settings import RunSettings
 from vggexplorer.qt.head.head_model import IssueRole, StateRole
 from vggexplorer.qt.head.palette import PaletteView
 from vggexplorer.qt.main_window import MainWindow, engine_run_factory
-from vggexplorer.qt.run_controls import RunSettings
 from vggexplorer.qt.settings import AppSettings
 
 RUN_TIMEOUT_MS = 240_000  # a real CPU run: child start (imports torch) + a tiny VGG11 step; slow CI boxes
@@ -355,10 +355,16 @@ def test_float16_on_cpu_is_blocked_with_reason(window: MainWindow) -> None:
     assert window.controls.run_button.isEnabled()
 
 
-def test_engine_choices_match() -> None:
-    from vggexplorer.core.run import engine
-    from vggexplorer.qt import run_controls
+def test_run_controls_offer_the_engines_choices(window: MainWindow) -> None:
+    """The pickers list core/model/config.py's constants (the one copy), modes fullest first."""
+    from vggexplorer.core.model.config import DTYPES, MODES, OPTIMIZERS
 
-    assert set(run_controls.MODES) == set(engine.MODES)
-    assert set(run_controls.OPTIMIZERS) == set(engine.OPTIMIZERS)
-    assert set(run_controls.DTYPES) == set(engine.DTYPES)
+    c = window.controls
+
+    def texts(combo: Any) -> list[str]:
+        return [combo.itemText(i) for i in range(combo.count())]
+
+    assert texts(c.dtype) == list(DTYPES)
+    assert texts(c.optimizer) == list(OPTIMIZERS)
+    assert [c.mode.itemData(i) for i in range(c.mode.count())] == ["train-step", "train", "eval"]
+    assert set(MODES) == {c.mode.itemData(i) for i in range(c.mode.count())}

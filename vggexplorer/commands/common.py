@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import re
+from typing import Any
 
 from vggexplorer.core.model.backbone import BACKBONES
-from vggexplorer.core.model.head import PRESET_NAMES
+from vggexplorer.core.model.config import RunConfig
+from vggexplorer.core.model.head import PRESET_NAMES, HeadSpec
 
 MAX_INPUT = 8192
 MAX_BATCH = 1 << 16
@@ -52,3 +54,19 @@ def add_model_args(p: argparse.ArgumentParser, *, default_input: str = "224") ->
         help=f"input size, e.g. 384 or 384x256 (default: {default_input})",
     )
     p.add_argument("--batch", type=parse_batch, default=1, metavar="N", help="batch size (default: 1)")
+
+
+def run_config_from_args(args: argparse.Namespace, head: HeadSpec, **fixed: Any) -> RunConfig:
+    """The ONE mapping from a command's parsed arguments to RunConfig: every RunConfig field the command
+    defines an option for (dest named as the field; ``--input`` gives ``input_hw``), then ``fixed`` (what the
+    command decides itself, e.g. a prediction's ``device="cpu"``). Fields with neither keep RunConfig's
+    defaults. Raises ConfigError for values RunConfig rejects."""
+    kw: dict[str, Any] = {
+        name: getattr(args, name)
+        for name in RunConfig.__dataclass_fields__
+        if name not in ("head", "input_hw") and hasattr(args, name)
+    }
+    if hasattr(args, "input"):
+        kw["input_hw"] = tuple(args.input)
+    kw.update(fixed)
+    return RunConfig(head=head, **kw)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from vggexplorer.cli import EXIT_OK, fail
-from vggexplorer.commands.common import add_model_args
+from vggexplorer.commands.common import add_model_args, run_config_from_args
 from vggexplorer.core.base.errors import VGGExplorerError
 from vggexplorer.core.base.units import fmt_bytes
 from vggexplorer.core.model.config import DTYPES, MODES, OPTIMIZERS
@@ -53,7 +53,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def run(args: argparse.Namespace) -> int:
     t_start = time.perf_counter()
     try:
-        from vggexplorer.core.model.config import ConfigError, RunConfig
+        from vggexplorer.core.model.config import ConfigError
         from vggexplorer.core.model.head import load_head
         from vggexplorer.core.predict.gpus import GpuError, resolve_gpu
         from vggexplorer.core.predict.predictor import Predictor
@@ -62,18 +62,7 @@ def run(args: argparse.Namespace) -> int:
         spec = load_head(args.head, args.backbone)
         if not 1 <= args.iterations <= 100:
             return fail("--iterations must be 1..100 for a prediction")
-        config = RunConfig(
-            head=spec,
-            device="cpu",
-            batch=args.batch,
-            input_hw=tuple(args.input),
-            dtype=args.dtype,
-            mode=args.mode,
-            optimizer=args.optimizer,
-            iterations=args.iterations,
-            allocator_level=False,
-            sample_hz=0.0,
-        )
+        config = run_config_from_args(args, spec, device="cpu", allocator_level=False, sample_hz=0.0)
         predictor = Predictor(disk_cache=not args.no_cache)
         # a batch already traced (this process or, from the disk cache, an earlier one) needs no new trace
         pred = predictor.predict(

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from vggexplorer.cli import EXIT_BAD_INPUT, EXIT_OK, EXIT_OOM, fail
-from vggexplorer.commands.common import add_model_args
+from vggexplorer.commands.common import add_model_args, run_config_from_args
 from vggexplorer.core.base.errors import VGGExplorerError
 
 
@@ -64,25 +64,11 @@ def run(args: argparse.Namespace) -> int:
     from vggexplorer.core.model.head import load_head
     from vggexplorer.core.results.runfile import save_run, write_csv
     from vggexplorer.core.results.wording import run_summary
-    from vggexplorer.core.run.engine import FailAt, RunConfig, run_iter
+    from vggexplorer.core.run.engine import FailAt, run_iter
 
     try:
         spec = load_head(args.head, args.backbone)
-        config = RunConfig(
-            head=spec,
-            device=args.device,
-            batch=args.batch,
-            input_hw=tuple(args.input),
-            dtype=args.dtype,
-            mode=args.mode,
-            optimizer=args.optimizer,
-            warmup=args.warmup,
-            iterations=args.iterations,
-            zero_grad=args.zero_grad,
-            cudnn_benchmark=args.cudnn_benchmark,
-            channels_last=args.channels_last,
-            seed=args.seed,
-        )
+        config = run_config_from_args(args, spec)
         out: Path = args.out
         out.mkdir(parents=True, exist_ok=True)
         fail_at = None

@@ -1,8 +1,9 @@
-"""The main window: composes the views over the head document, the run worker and the runs list.
+"""The main window: composes the views over the head document, the session, and the run worker.
 
 It owns no torch code: a run is started by handing the worker a factory that imports the engine and calls
 ``run_iter`` *on the worker thread*; device discovery (NVML, CUDA) also runs on a thread. Views take their
-models in ``__init__``; the window wires signals, actions and menus.
+models in ``__init__`` (the head document; the ``SessionModel`` of runs, selection, settings and
+prediction); the window wires signals, session events, actions and menus.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import gc
 import platform
 import threading
 from collections.abc import Callable, Generator
-from functools import cache
 from importlib import metadata
 from pathlib import Path
 from typing import Any, ClassVar
@@ -45,6 +45,15 @@ from vggexplorer.core.results.result import RunResult
 from vggexplorer.core.results.wording import run_summary
 from vggexplorer.core.run.accumulate import EngineAccumulator
 from vggexplorer.core.run.child import prewarm_fork_server, subprocess_call, subprocess_iter
+from vggexplorer.core.session.model import RunsChange, Selection, SessionModel
+from vggexplorer.core.session.settings import (
+    RunSettings,
+    blocked_reason,
+    head_label,
+    preset_of,
+    run_config,
+    settings_label,
+)
 from vggexplorer.qt.head.head_model import HeadListModel
 from vggexplorer.qt.head.head_view import HeadView
 from vggexplorer.qt.head.palette import PaletteView
@@ -55,7 +64,7 @@ from vggexplorer.qt.plots.category_plot import CategoryPlot
 from vggexplorer.qt.plots.export import export_png, export_svg
 from vggexplorer.qt.plots.memory_plot import MemoryPlot
 from vggexplorer.qt.predict_panel import DEBOUNCE_MS, PredictionAnswer, PredictPanel, PredictService
-from vggexplorer.qt.run_controls import CPU_CHOICE, DeviceChoice, RunControls, RunSettings, settings_label
+from vggexplorer.qt.run_controls import CPU_CHOICE, DeviceChoice, RunControls
 from vggexplorer.qt.runs import ComparePanel, RunsPanel
 from vggexplorer.qt.settings import AppSettings
 from vggexplorer.qt.worker import CallWorker, GeneratorWorker, WorkerError
@@ -73,16 +82,7 @@ def engine_run_factory(
 ) -> Callable[[threading.Event], Generator[Any, None, Any]]:
     """The real run: the engine's generator in a child process (see ``worker.py`` for why), driven from the
     worker thread. The config crosses as the engine's own ``RunConfig.to_dict`` format."""
-    config = {
-        "head": head.to_dict(),
-        "device": settings.device,
-        "batch": settings.batch,
-        "input_hw": list(settings.input_hw),
-        "dtype": settings.dtype,
-        "mode": settings.mode,
-        "optimizer": settings.optimizer,
-        "iterations": settings.iterations,
-    }
+    config = run_config(settings, head).to_dict()
     if fail_at is not None:  # test hook: an allocation failure at (module, phase)
         config["_fail_at"] = list(fail_at)
     # CPU runs fork from the warm fork server (torch already imported); CUDA runs get a fresh process
@@ -98,29 +98,6 @@ def find_devices() -> tuple[list[DeviceChoice], str, str]:
     if not any(d.id == "cpu" for d in devices):
         devices.append(CPU_CHOICE)
     return devices, str(best), str(status)
-
-
-@cache
-def _preset_spec(name: str, backbone: str) -> HeadSpec:
-    return preset(name, backbone)
-
-
-def preset_of(spec: HeadSpec) -> str | None:
-    """The preset this head is (unmodified), else None."""
-    if spec.name in PRESET_NAMES:
-        try:
-            if _preset_spec(spec.name, spec.backbone) == spec:
-                return spec.name
-        except VGGExplorerError:
-            return None
-    return None
-
-
-def head_label(spec: HeadSpec) -> str:
-    p = preset_of(spec)
-    if p:
-        return p
-    return f"{spec.name} (edited)" if spec.name else "custom"
 
 
 class MessageBar(QFrame):
@@ -227,12 +204,14 @@ class MainWindow(QMainWindow):
         self._predict_gpu_saved = False
 
         # --- models -------------------------------------------------------------------------------------
+        self.session = SessionModel()
+        self._shown_selection = Selection()
         self.doc = HeadDocument(preset("fc"))
         self.undo_stack = make_stack(self)
         self.head_model = HeadListModel(self.doc, self.undo_stack, batch=8, input_hw=(224, 224), parent=self)
 
         # --- views ---------------------------------------------------------------------------------------
-        self.controls = RunControls()
+        self.controls = RunControls(self.session)
         self.layer_palette = PaletteView()
         self.head_view = HeadView(self.head_model)
         self.properties = PropertyPanel(self.head_model)
@@ -242,11 +221,10 @@ class MainWindow(QMainWindow):
         self.category_plot.setObjectName("categoryPlot")
         self.layer_table = LayerTable()
         self.compare_panel = ComparePanel()
-        self.runs_panel = RunsPanel()
+        self.runs_panel = RunsPanel(self.session)
         self.message_bar = MessageBar()
         self.predict_panel = PredictPanel()
         self.predict_service = PredictService(self)
-        self.prediction: PredictionAnswer | None = None
         self._predict_enabled = predict
         self.predict_timer = QTimer(self)
         self.predict_timer.setSingleShot(True)
@@ -277,7 +255,8 @@ class MainWindow(QMainWindow):
         if isinstance(saved.get("predict_gpu"), str):
             self.predict_panel.select(saved["predict_gpu"])
             self._predict_gpu_saved = True
-        self.head_model.set_context(self.controls.batch.value(), self.controls.settings().input_hw)
+        s = self.session.settings
+        self.head_model.set_context(s.batch, s.input_hw)
         self._on_report()
         self._on_document_changed()
         if discover:
@@ -525,8 +504,8 @@ class MainWindow(QMainWindow):
         self.worker.done.connect(self._on_run_done)
         self.device_worker.finished.connect(self._on_devices)
         self.device_worker.errored.connect(self._on_devices_error)
-        self.runs_panel.checkedChanged.connect(self._on_checked_runs)
-        self.runs_panel.currentChanged.connect(self._on_current_run)
+        self.session.events.runs.connect(self._on_session_runs)
+        self.session.events.selection.connect(self._on_session_selection)
         self.runs_panel.openRequested.connect(self.open_run_dialog)
         self.runs_panel.saveRequested.connect(self.save_run_dialog)
         self.runs_panel.compareRequested.connect(self.show_comparison)
@@ -544,18 +523,15 @@ class MainWindow(QMainWindow):
         if self._predict_enabled:
             self.predict_timer.start()
 
+    @property
+    def prediction(self) -> PredictionAnswer | None:
+        """The latest prediction shown (the session's)."""
+        p = self.session.prediction
+        return p if isinstance(p, PredictionAnswer) else None
+
     def _prediction_config(self) -> dict[str, Any]:
-        s = self.controls.settings()
-        return {
-            "head": self.doc.spec.to_dict(),
-            "device": "cpu",  # the trace runs on CPU fake tensors and is mapped to CUDA
-            "batch": s.batch,
-            "input_hw": list(s.input_hw),
-            "dtype": s.dtype,
-            "mode": s.mode,
-            "optimizer": s.optimizer,
-            "iterations": s.iterations,
-        }
+        # the trace runs on CPU fake tensors and is mapped to CUDA
+        return run_config(self.session.settings, self.doc.spec, device="cpu").to_dict()
 
     def request_prediction(self) -> int | None:
         """Ask for the current config on the chosen GPU now (None when the head cannot run: its shape error
@@ -564,7 +540,7 @@ class MainWindow(QMainWindow):
         issue = self.head_model.report.issue
         if issue is not None:
             self.predict_service.latest_id += 1  # whatever is in flight is stale now
-            self.prediction = None
+            self.session.set_prediction(None)
             self.predict_panel.show_blocked(str(issue))
             self.plot.set_prediction(None)
             return None
@@ -580,7 +556,7 @@ class MainWindow(QMainWindow):
     def _on_prediction(self, a: PredictionAnswer) -> None:
         if a.request_id != self.predict_service.latest_id:
             return  # an older config's answer: a newer request is out
-        self.prediction = a
+        self.session.set_prediction(a)
         self.predict_panel.show_answer(a)
         self._show_prediction_curves()
         self.predictionReady.emit(a)
@@ -637,13 +613,7 @@ class MainWindow(QMainWindow):
         self.schedule_prediction()
 
     def _update_blocked(self) -> None:
-        reason = ""
-        issue = self.head_model.report.issue
-        s = self.controls.settings()
-        if issue is not None:
-            reason = str(issue)
-        elif s.dtype == "float16" and s.device == "cpu":
-            reason = "float16 autocast is a CUDA setting; on the CPU use bfloat16 or float32"
+        reason = blocked_reason(self.session.settings, self.head_model.report.issue)
         self.controls.set_blocked(reason)
         self.run_action.setEnabled(not reason and not self.worker.running)
 
@@ -655,7 +625,7 @@ class MainWindow(QMainWindow):
         self.app_settings.save_run_settings(self._persisted_settings())
 
     def _persisted_settings(self) -> dict[str, Any]:
-        d = self.controls.settings().to_dict()
+        d = self.session.settings.to_dict()
         d.pop("preset", None)
         d.pop("backbone", None)
         d["predict_gpu"] = self.predict_panel.choice_key()
@@ -715,10 +685,10 @@ class MainWindow(QMainWindow):
         """Start a run with the current head and settings (False when blocked or already running)."""
         if self.worker.running or self.controls.blocked_reason:
             return False
-        s = self.controls.settings()
+        s = self.session.settings
         spec = self.doc.spec
         label = head_label(spec)
-        name = self._unique_name(settings_label(s, label))
+        name = self.session.unique_name(settings_label(s, label))
         config = {**s.to_dict(), "head": label, "preset": label}
         self._run_name, self._run_settings = name, s
         self._live, self._live_dirty = None, False
@@ -730,15 +700,6 @@ class MainWindow(QMainWindow):
         self.worker.start(self.run_factory(s, spec), lambda: EngineAccumulator(name, config, env))
         self.redraw_timer.start()
         return True
-
-    def _unique_name(self, base: str) -> str:
-        names = {r.name for r in self.runs_panel.runs()}
-        if base not in names:
-            return base
-        k = 2
-        while f"{base} #{k}" in names:
-            k += 1
-        return f"{base} #{k}"
 
     def cancel_run(self) -> None:
         if self.worker.running:
@@ -821,13 +782,27 @@ class MainWindow(QMainWindow):
 
     def _add_result(self, result: RunResult) -> None:
         self._live = None
-        self.runs_panel.add(result, checked=True, make_current=True)
+        self.session.add_run(result, ticked=True, current=True)
 
     @staticmethod
     def _summary_text(r: RunResult) -> str:
         return run_summary(r)
 
     # --- runs, plots, compare ---
+    def _on_session_runs(self, change: RunsChange) -> None:
+        """A run added, removed or renamed: the plot and tabs show names and the ticked runs."""
+        self._on_checked_runs(self.session.ticked())
+        if change.kind != "renamed":
+            self._on_current_run(self.session.current())
+        self._shown_selection = change.selection
+
+    def _on_session_selection(self, selection: Selection) -> None:
+        if selection.ticked != self._shown_selection.ticked:
+            self._on_checked_runs(self.session.ticked())
+        if selection.current != self._shown_selection.current:
+            self._on_current_run(self.session.current())
+        self._shown_selection = selection
+
     def _on_checked_runs(self, runs: list[RunResult]) -> None:
         # The views follow in stages, each in its own event-loop turn (see ``_defer``); the tabs below
         # only when shown.
@@ -838,7 +813,7 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage(f"{runs[0].name}: {self._summary_text(runs[0])}", 10000)
 
     def _update_plot(self) -> None:
-        shown = self.runs_panel.checked()
+        shown = self.session.ticked()
         if self._live is not None:  # a run going on, or the partial curves of one that failed
             shown = [r for r in shown if r.name != self._live.name] + [self._live]
         # New curves, then their first paint in a later turn: the two together can exceed 50 ms.
@@ -872,38 +847,38 @@ class MainWindow(QMainWindow):
         w = self.tabs.currentWidget()
         if w is self.cat_host and "categories" in self._stale_tabs:
             self._stale_tabs.discard("categories")
-            self.category_plot.set_results(self.runs_panel.checked())
+            self.category_plot.set_results(self.session.ticked())
         elif w is self.compare_panel and "compare" in self._stale_tabs:
             self._stale_tabs.discard("compare")
-            runs = self.runs_panel.checked()
+            runs = self.session.ticked()
             a, b = (runs[0], runs[1]) if len(runs) >= 2 else (None, None)
-            self.compare_panel.set_runs(self.runs_panel.runs(), a, b)
+            self.compare_panel.set_runs(self.session.runs(), a, b)
 
     def refresh_all_tabs(self) -> None:
         """Bring every tab up to date now (exports, screenshots, tests)."""
-        self.category_plot.set_results(self.runs_panel.checked())
-        runs = self.runs_panel.checked()
+        self.category_plot.set_results(self.session.ticked())
+        runs = self.session.ticked()
         a, b = (runs[0], runs[1]) if len(runs) >= 2 else (None, None)
-        self.compare_panel.set_runs(self.runs_panel.runs(), a, b)
+        self.compare_panel.set_runs(self.session.runs(), a, b)
         self._stale_tabs = set()
 
     def _on_current_run(self, run: RunResult | None) -> None:
         self._defer(self._update_layer_table)
 
     def _update_layer_table(self) -> None:
-        run = self.runs_panel.current()
+        run = self.session.current()
         self.layer_table.set_result(run, run.name if run is not None else "")
 
     def show_comparison(self) -> None:
         self.flush_updates()
-        runs = self.runs_panel.checked()
+        runs = self.session.ticked()
         if len(runs) >= 2:
-            self.compare_panel.set_runs(self.runs_panel.runs(), runs[0], runs[1])
+            self.compare_panel.set_runs(self.session.runs(), runs[0], runs[1])
             self._stale_tabs.discard("compare")
         self.tabs.setCurrentWidget(self.compare_panel)
 
     def current_run(self) -> RunResult | None:
-        return self.runs_panel.current()
+        return self.session.current()
 
     # --- files: runs and exports ---
     def open_run_dialog(self) -> None:
@@ -921,7 +896,7 @@ class MainWindow(QMainWindow):
             return None
         if not result.name:
             result.name = path.stem
-        result.name = self._unique_name(result.name)
+        result.name = self.session.unique_name(result.name)
         self._add_result(result)
         self.flush_updates()
         return result

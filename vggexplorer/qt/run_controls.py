@@ -1,14 +1,15 @@
 """Run controls: what to run (preset, backbone, device, batch, input, dtype, mode, optimizer, iterations),
 Run / Cancel, and a progress bar that reads "62% · backward · features.8".
 
-The widget holds no run logic: it emits ``runRequested`` / ``cancelRequested`` and reports its settings as a
-plain ``RunSettings``. Run is disabled, with the reason next to it, when the head cannot run.
+The widget holds no run logic: it is a view of the session's current ``RunSettings`` (every change of a
+setting goes to ``SessionModel.set_settings``), and it emits ``runRequested`` / ``cancelRequested``. Run is
+disabled, with the reason next to it, when the head cannot run.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from PySide6.QtCore import Signal
@@ -26,18 +27,17 @@ from PySide6.QtWidgets import (
 
 from vggexplorer.core.base.units import fmt_bytes
 from vggexplorer.core.model.backbone import BACKBONES
+from vggexplorer.core.model.config import DTYPES, MAX_ITERATIONS, MODES, OPTIMIZERS
 from vggexplorer.core.model.head import PRESET_NAMES
+from vggexplorer.core.session.model import SessionModel
+from vggexplorer.core.session.settings import RunSettings
 
-DTYPES = ("float32", "float16", "bfloat16")
-#: The engine's choices (``core/engine.py``: DTYPES, MODES, OPTIMIZERS; a test checks they agree). Not
-#: imported from there: the engine imports torch, which the GUI thread never does.
-MODES = ("train-step", "train", "eval")
+#: How the mode picker words the engine's modes (``core/model/config.py``: MODES), fullest first.
 MODE_LABELS = {
     "train-step": "train step (fwd + bwd + optimizer)",
     "train": "train (fwd + bwd)",
     "eval": "eval (forward only)",
 }
-OPTIMIZERS = ("sgd", "adam", "adamw")
 CUSTOM = "custom"
 
 
@@ -74,24 +74,6 @@ class DeviceChoice:
 CPU_CHOICE = DeviceChoice("cpu", "CPU", None, "cpu")
 
 
-@dataclass(frozen=True)
-class RunSettings:
-    preset: str
-    backbone: str
-    device: str
-    batch: int
-    input_hw: tuple[int, int]
-    dtype: str
-    mode: str
-    optimizer: str
-    iterations: int
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["input_hw"] = list(self.input_hw)
-        return d
-
-
 class RunControls(QWidget):
     presetChosen = Signal(str)
     backboneChosen = Signal(str)
@@ -101,8 +83,9 @@ class RunControls(QWidget):
     runRequested = Signal()
     cancelRequested = Signal()
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+    def __init__(self, session: SessionModel | None = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        self.session = session if session is not None else SessionModel()
         self._devices: list[DeviceChoice] = [CPU_CHOICE]
         self._blocked_reason = ""
         self._running = False
@@ -136,15 +119,15 @@ class RunControls(QWidget):
         self.dtype.addItems(list(DTYPES))
         self.mode = QComboBox()
         self.mode.setObjectName("mode")
-        for m in MODES:
-            self.mode.addItem(MODE_LABELS[m], m)
+        for m in reversed(MODES):  # the fullest first, as MODE_LABELS words them
+            self.mode.addItem(MODE_LABELS.get(m, m), m)
         self.optimizer = QComboBox()
         self.optimizer.setObjectName("optimizer")
         self.optimizer.addItems(list(OPTIMIZERS))
         self.optimizer.setCurrentText("adam")
         self.iterations = QSpinBox()
         self.iterations.setObjectName("iterations")
-        self.iterations.setRange(1, 1000)
+        self.iterations.setRange(1, MAX_ITERATIONS)
         self.iterations.setValue(3)
 
         self.run_button = QPushButton("▶ Run")
@@ -203,6 +186,7 @@ class RunControls(QWidget):
         self.reason.hide()
         self.set_devices([CPU_CHOICE])
 
+        self._push()
         self.preset.activated.connect(self._on_preset)
         self.backbone.activated.connect(self._on_backbone)
         self.batch.valueChanged.connect(self._on_context)
@@ -211,8 +195,16 @@ class RunControls(QWidget):
         for w in (self.device, self.dtype, self.mode, self.optimizer):
             w.currentIndexChanged.connect(self._on_setting)
         self.iterations.valueChanged.connect(self._on_setting)
+        for combo in (self.preset, self.backbone):
+            combo.currentIndexChanged.connect(self._push)
         self.run_button.clicked.connect(self.runRequested)
         self.cancel_button.clicked.connect(self.cancelRequested)
+        self.session.events.settings.connect(self._on_session_settings)
+        # the session may outlive the widget: stop calling back into it once it is gone
+        events, on_settings = self.session.events, self._on_session_settings
+        self.destroyed.connect(
+            lambda *_: events.settings.disconnect(on_settings) if on_settings in events.settings else None
+        )
 
     # --- settings ---
     def settings(self) -> RunSettings:
@@ -249,6 +241,16 @@ class RunControls(QWidget):
         dev = d.get("device")
         if isinstance(dev, str):
             self.select_device(dev)
+        self._push()
+
+    def _push(self, *_: object) -> None:
+        """What the widgets show becomes the session's current settings (an event only when it changed)."""
+        self.session.set_settings(self.settings())
+
+    def _on_session_settings(self, s: RunSettings) -> None:
+        """Settings set on the session elsewhere show here (preset and backbone follow the head instead)."""
+        if s != self.settings():
+            self.apply_settings(s.to_dict())
 
     def set_preset_label(self, name: str) -> None:
         """Show which preset the head is (or "custom" after an edit) without emitting."""
@@ -256,11 +258,13 @@ class RunControls(QWidget):
         self.preset.blockSignals(True)
         self.preset.setCurrentIndex(i)
         self.preset.blockSignals(False)
+        self._push()
 
     def set_backbone(self, name: str) -> None:
         self.backbone.blockSignals(True)
         self.backbone.setCurrentText(name)
         self.backbone.blockSignals(False)
+        self._push()
 
     def _on_preset(self, _i: int) -> None:
         name = self.preset.currentText()
@@ -271,9 +275,11 @@ class RunControls(QWidget):
         self.backboneChosen.emit(self.backbone.currentText())
 
     def _on_setting(self, *_: object) -> None:
+        self._push()
         self.settingsChanged.emit()
 
     def _on_context(self, *_: object) -> None:
+        self._push()
         self.contextChanged.emit(self.batch.value(), (self.input_h.value(), self.input_h.value()))
         self.settingsChanged.emit()
 
@@ -290,6 +296,7 @@ class RunControls(QWidget):
             self.device.addItem(d.text(), d.id)
         self.device.blockSignals(False)
         self.select_device(current)
+        self._push()
 
     def devices(self) -> list[DeviceChoice]:
         return list(self._devices)
@@ -374,17 +381,3 @@ def _literal(text: str) -> str:
     for key in ("%p", "%v", "%m"):
         text = text.replace(key, f"%{_ZWSP}{key[1]}")
     return text
-
-
-def settings_label(s: RunSettings, head_name: str) -> str:
-    """``fc · b8 · 224 · cpu · train`` — the default run name."""
-    hw = s.input_hw
-    size = str(hw[0]) if hw[0] == hw[1] else f"{hw[0]}×{hw[1]}"
-    bits = [head_name or "custom", f"b{s.batch}", size, s.device]
-    if s.backbone != "vgg11":
-        bits.insert(0, s.backbone)
-    if s.mode != "train-step":
-        bits.append(s.mode)
-    if s.dtype != "float32":
-        bits.append(s.dtype)
-    return " · ".join(bits)

@@ -1,6 +1,11 @@
 """The runs list (every finished run; names editable; tick two or more to overlay them) and the compare
 panel (difference tables by category and by layer, and the plain-language explanation from
-``core/compare.py``)."""
+``core/results/compare.py``).
+
+The runs list is a view of the session (``core/session``): it shows the session's runs and selection, follows
+its ``runs`` and ``selection`` events, and sends what the user does (tick, pick, rename, remove) to the
+session's mutators. Its items hold the session's run id, never the run.
+"""
 
 from __future__ import annotations
 
@@ -29,8 +34,9 @@ from PySide6.QtWidgets import (
 from vggexplorer.core.base.units import fmt_bytes, fmt_signed_bytes
 from vggexplorer.core.results.compare import Comparison, Diff, compare, explain
 from vggexplorer.core.results.result import RunResult
+from vggexplorer.core.session.model import RunsChange, Selection, SessionModel
 
-RunRole = Qt.ItemDataRole.UserRole + 1
+RunIdRole = Qt.ItemDataRole.UserRole + 1
 MORE = QColor(176, 40, 30)
 LESS = QColor(30, 120, 50)
 
@@ -38,16 +44,16 @@ STATUS_MARK = {"ok": "", "cancelled": " (cancelled)", "oom": " (out of memory)",
 
 
 class RunsPanel(QWidget):
-    """A list of runs. Checked runs are overlaid in the plot; the current one fills the layer table."""
+    """A list of the session's runs. Ticked runs are overlaid in the plot; the current one fills the layer
+    table."""
 
-    checkedChanged = Signal(list)  # list[RunResult], in list order
-    currentChanged = Signal(object)  # RunResult | None
     openRequested = Signal()
     saveRequested = Signal()
     compareRequested = Signal()
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+    def __init__(self, session: SessionModel | None = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        self.session = session if session is not None else SessionModel()
         self.list = QListWidget()
         self.list.setObjectName("runsList")
         self.list.setEditTriggers(
@@ -76,12 +82,41 @@ class RunsPanel(QWidget):
         self.compare_button.clicked.connect(self.compareRequested)
         self.list.itemChanged.connect(self._on_item_changed)
         self.list.currentItemChanged.connect(self._on_current_item)
-        self._update_buttons()
+        for run_id in self.session.run_ids():
+            self._insert(run_id, self.list.count())
+        self._show_selection(self.session.selection)
+        self.session.events.runs.connect(self._on_runs)
+        self.session.events.selection.connect(self._show_selection)
+        # the session may outlive the widget: stop calling back into it once it is gone
+        events, on_runs, on_selection = self.session.events, self._on_runs, self._show_selection
 
-    # --- contents ------------------------------------------------------------------------------------------
-    def add(self, result: RunResult, *, checked: bool = True, make_current: bool = True) -> QListWidgetItem:
-        if not result.name:
-            result.name = f"run {self.list.count() + 1}"
+        def unhook(*_: object) -> None:
+            if on_runs in events.runs:
+                events.runs.disconnect(on_runs)
+            if on_selection in events.selection:
+                events.selection.disconnect(on_selection)
+
+        self.destroyed.connect(unhook)
+
+    # --- the session's runs and selection, shown ------------------------------------------------------------
+    def _on_runs(self, change: RunsChange) -> None:
+        if change.kind == "added":
+            self._insert(change.run_id, change.index)
+        elif change.kind == "removed":
+            item = self._item(change.run_id)
+            if item is not None:
+                with QSignalBlocker(self.list):
+                    self.list.takeItem(self.list.row(item))
+        else:
+            item = self._item(change.run_id)
+            if item is not None:
+                with QSignalBlocker(self.list):
+                    item.setText(self.session.run(change.run_id).name)
+                self._decorate(item, self.session.run(change.run_id))
+        self._show_selection(change.selection)
+
+    def _insert(self, run_id: int, row: int) -> None:
+        result = self.session.run(run_id)
         item = QListWidgetItem()
         item.setFlags(
             Qt.ItemFlag.ItemIsEnabled
@@ -89,17 +124,33 @@ class RunsPanel(QWidget):
             | Qt.ItemFlag.ItemIsEditable
             | Qt.ItemFlag.ItemIsUserCheckable
         )
-        item.setData(RunRole, result)
+        item.setData(RunIdRole, run_id)
         with QSignalBlocker(self.list):
             item.setText(result.name)
-            item.setCheckState(Qt.CheckState.Checked if checked else Qt.CheckState.Unchecked)
-            self.list.addItem(item)
+            item.setCheckState(Qt.CheckState.Unchecked)
+            self.list.insertItem(row, item)
         self._decorate(item, result)
-        if make_current:
-            self.list.setCurrentItem(item)
+
+    def _show_selection(self, selection: Selection) -> None:
+        ticked = set(selection.ticked)
+        with QSignalBlocker(self.list):
+            for i in range(self.list.count()):
+                item = self.list.item(i)
+                on = item.data(RunIdRole) in ticked
+                item.setCheckState(Qt.CheckState.Checked if on else Qt.CheckState.Unchecked)
+            current = self._item(selection.current) if selection.current is not None else None
+            if current is None:
+                self.list.setCurrentRow(-1)
+            elif current is not self.list.currentItem():
+                self.list.setCurrentItem(current)
         self._update_buttons()
-        self.checkedChanged.emit(self.checked())
-        return item
+
+    def _item(self, run_id: int | None) -> QListWidgetItem | None:
+        for i in range(self.list.count()):
+            item = self.list.item(i)
+            if item.data(RunIdRole) == run_id:
+                return item
+        return None
 
     def _decorate(self, item: QListWidgetItem, result: RunResult) -> None:
         tip = [f"<b>{result.name}</b>"]
@@ -118,60 +169,44 @@ class RunsPanel(QWidget):
             if result.status != "ok":
                 item.setForeground(QBrush(MORE))
 
+    # --- reading and acting, through the session ----------------------------------------------------------
+    def add(self, result: RunResult, *, checked: bool = True, make_current: bool = True) -> int:
+        """Add ``result`` to the session (the list follows); returns its run id."""
+        return self.session.add_run(result, ticked=checked, current=make_current)
+
     def runs(self) -> list[RunResult]:
-        return [self.list.item(i).data(RunRole) for i in range(self.list.count())]
+        return self.session.runs()
 
     def checked(self) -> list[RunResult]:
-        out = []
-        for i in range(self.list.count()):
-            item = self.list.item(i)
-            if item.checkState() == Qt.CheckState.Checked:
-                out.append(item.data(RunRole))
-        return out
+        return self.session.ticked()
 
     def current(self) -> RunResult | None:
-        item = self.list.currentItem()
-        return item.data(RunRole) if item is not None else None
+        return self.session.current()
 
     def set_checked(self, results: Sequence[RunResult]) -> None:
         ids = {id(r) for r in results}
-        with QSignalBlocker(self.list):
-            for i in range(self.list.count()):
-                item = self.list.item(i)
-                on = id(item.data(RunRole)) in ids
-                item.setCheckState(Qt.CheckState.Checked if on else Qt.CheckState.Unchecked)
-        self._update_buttons()
-        self.checkedChanged.emit(self.checked())
+        self.session.set_selection(i for i in self.session.run_ids() if id(self.session.run(i)) in ids)
 
     def remove_current(self) -> None:
-        row = self.list.currentRow()
-        if row < 0:
-            return
-        self.list.takeItem(row)
-        self._update_buttons()
-        self.checkedChanged.emit(self.checked())
-        self.currentChanged.emit(self.current())
+        if self.session.current_id is not None:
+            self.session.remove_run(self.session.current_id)
 
     def _on_item_changed(self, item: QListWidgetItem) -> None:
-        result: RunResult = item.data(RunRole)
-        name = item.text().strip()
-        if name and name != result.name:
-            result.name = name
-            self._decorate(item, result)
-        elif not name:
+        run_id = item.data(RunIdRole)
+        result = self.session.run(run_id)
+        if not self.session.rename_run(run_id, item.text()) and item.text() != result.name:
             with QSignalBlocker(self.list):
-                item.setText(result.name)
-        self._update_buttons()
-        self.checkedChanged.emit(self.checked())
+                item.setText(result.name)  # a blank name: the old one comes back
+        self.session.set_ticked(run_id, item.checkState() == Qt.CheckState.Checked)
 
-    def _on_current_item(self, *_: object) -> None:
-        self.currentChanged.emit(self.current())
+    def _on_current_item(self, current: QListWidgetItem | None, *_: object) -> None:
+        self.session.set_current(current.data(RunIdRole) if current is not None else None)
 
     def _update_buttons(self) -> None:
         has = self.list.count() > 0
         self.save_button.setEnabled(has)
         self.remove_button.setEnabled(has)
-        self.compare_button.setEnabled(len(self.checked()) >= 2)
+        self.compare_button.setEnabled(len(self.session.selection.ticked) >= 2)
 
 
 class ComparePanel(QWidget):

@@ -14,7 +14,16 @@ from typing import Any
 from vggexplorer.core.base.errors import VGGExplorerError
 from vggexplorer.core.model.head import HeadSpec
 
-__all__ = ["DTYPES", "MAX_ITERATIONS", "MODES", "OPTIMIZERS", "ZERO_GRAD", "ConfigError", "RunConfig"]
+__all__ = [
+    "DTYPES",
+    "MAX_ITERATIONS",
+    "MODES",
+    "OPTIMIZERS",
+    "ZERO_GRAD",
+    "ConfigError",
+    "RunConfig",
+    "device_dtype_problem",
+]
 
 DTYPES = ("float32", "float16", "bfloat16")
 MODES = ("eval", "train", "train-step")
@@ -25,6 +34,17 @@ MAX_ITERATIONS = 1000
 
 class ConfigError(VGGExplorerError):
     """A run configuration that cannot run (bad value, device not present, head does not fit the input)."""
+
+
+def device_dtype_problem(device: str, dtype: str) -> str | None:
+    """Why ``dtype`` cannot run on ``device`` (``cpu``, ``cuda``, ``cuda:N``), or None when it can.
+
+    float16 autocast is a CUDA setting: the CPU runs bfloat16 autocast, not float16. ``auto`` is a device
+    not chosen yet; callers that resolve it ask again with the device it became.
+    """
+    if dtype == "float16" and device.partition(":")[0] == "cpu":
+        return "float16 autocast is a CUDA setting; on the CPU use bfloat16 or float32"
+    return None
 
 
 @dataclass(frozen=True)

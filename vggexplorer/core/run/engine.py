@@ -67,6 +67,7 @@ from vggexplorer.core.model.config import (
     ZERO_GRAD,
     ConfigError,
     RunConfig,
+    device_dtype_problem,
 )
 from vggexplorer.core.model.head import HeadSpec
 from vggexplorer.core.results.result import (
@@ -353,8 +354,8 @@ def execute(
         )
     if fake and dev.type == "meta" and fake_device(config) != "meta":
         raise ConfigError("autocast and channels_last runs are traced on CPU fake tensors, not meta")
-    if not fake and dev.type == "cpu" and config.dtype == "float16":
-        raise ConfigError("float16 autocast is a CUDA setting; on CPU use bfloat16")
+    if not fake and (problem := device_dtype_problem(dev.type, config.dtype)):
+        raise ConfigError(problem)
     _check_shapes(config)
     start = time.perf_counter() if t0 is None else t0
     wall0 = time.time_ns() - int((time.perf_counter() - start) * 1e9)
@@ -459,8 +460,8 @@ def run_iter(
     the worker has cleaned up. Closing the generator early cancels the run and waits for the worker.
     """
     dev = resolve_device(config.device)
-    if dev.type == "cpu" and config.dtype == "float16":
-        raise ConfigError("float16 autocast is a CUDA setting; on CPU use bfloat16")
+    if problem := device_dtype_problem(dev.type, config.dtype):
+        raise ConfigError(problem)
     _check_shapes(config)
     if dev.type == "cpu" and config.allocator_level and not _off_main_thread():
         from vggexplorer.core.run.quiet import prime_profiler
