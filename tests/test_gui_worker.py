@@ -12,6 +12,9 @@ import numpy as np
 import pytest
 from pytestqt.qtbot import QtBot
 
+from vggexplorer.core.model.config import RunConfig
+from vggexplorer.core.model.head import preset
+from vggexplorer.core.results.meta import RunMeta
 from vggexplorer.qt.worker import (
     CallWorker,
     ChildProcessError,
@@ -131,7 +134,7 @@ def test_start_while_running_is_refused(qtbot: QtBot) -> None:
 
 
 def test_accumulator_builds_partial_results(qtbot: QtBot) -> None:
-    acc = EngineAccumulator("live", {"head": "gap"})
+    acc = EngineAccumulator("live", RunMeta(RunConfig(preset("gap")), head_label="gap", preset="gap"))
     for k in range(3):
         chunk = {
             "t": np.array([k * 0.1, k * 0.1 + 0.05]),
@@ -144,6 +147,7 @@ def test_accumulator_builds_partial_results(qtbot: QtBot) -> None:
         assert acc.feed(RunProgress(0.1 * k, "forward", "features.0", 0, "", chunk, ("features.0",)))
     snap = acc.snapshot()
     assert len(snap.tensor) == 6 and snap.summary.peak_tensor_bytes == 220 and snap.name == "live"
+    assert snap.config.preset == "gap" and snap.config.run.head == preset("gap")
     assert not acc.feed(RunProgress(0.5, "forward", "", 0, "no data"))
     assert acc.snapshot() is not snap  # a new object for the GUI thread every time
 

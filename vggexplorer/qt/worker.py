@@ -36,6 +36,8 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 from PySide6.QtCore import QObject, Signal
 
+from vggexplorer.core.results.meta import RunEnvironment, RunMeta
+
 #: Progress reports are coalesced to at most one per this many seconds (the last one always goes out).
 PROGRESS_INTERVAL_S = 0.05
 
@@ -268,10 +270,10 @@ class EngineAccumulator:
         "iteration": np.int32,
     }
 
-    def __init__(self, name: str, config: dict[str, Any], environment: dict[str, Any] | None = None) -> None:
+    def __init__(self, name: str, config: RunMeta, environment: RunEnvironment | None = None) -> None:
         self.name = name
-        self.config = dict(config)
-        self.environment = dict(environment or {})
+        self.config = config
+        self.environment = environment or RunEnvironment()
         self._parts: dict[str, list[np.ndarray]] = {c: [] for c in self.COLUMNS}
         self._strings: tuple[str, ...] = ()
         self._final: Any = None
@@ -320,8 +322,8 @@ class EngineAccumulator:
         peak = tl.peak
         summary = Summary(peak, peak, None, None, 0, None)
         return RunResult(
-            config=dict(self.config),
-            environment=dict(self.environment),
+            config=self.config,
+            environment=self.environment,
             summary=summary,
             strings=list(self._strings),
             tensor=tl,

@@ -17,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from vggexplorer.core.base.units import MiB, fmt_bytes, fmt_signed_bytes
+from vggexplorer.core.results.meta import RunEnvironment, RunMeta
 from vggexplorer.core.results.result import CATEGORIES, ROW_CATEGORIES, RunResult, Timeline
 
 F64 = npt.NDArray[np.float64]
@@ -49,24 +50,16 @@ SUMMARY_METRICS: tuple[str, ...] = (
 
 def is_cuda(r: RunResult) -> bool:
     """A CUDA run (measured or predicted): the allocator timeline has reserved bytes, or the config says."""
-    dev = str(r.environment.get("device", "") or r.config.get("device", ""))
+    dev = r.environment.device or r.config.ran_on
     return r.allocator.reserved is not None or dev.startswith("cuda")
 
 
-def _input_hw(r: RunResult) -> tuple[int, int] | None:
-    v = r.config.get("input") or r.config.get("input_hw") or r.config.get("input_size")
-    if isinstance(v, int):
-        return (v, v)
-    if isinstance(v, list | tuple) and len(v) == 2 and all(isinstance(x, int) for x in v):
-        return (int(v[0]), int(v[1]))
-    return None
+def _input_hw(r: RunResult) -> tuple[int, int]:
+    return r.config.run.input_hw
 
 
 def _head_name(r: RunResult) -> str:
-    h = r.config.get("head") or r.config.get("preset") or r.config.get("head_name")
-    if isinstance(h, dict):
-        h = h.get("name") or h.get("preset") or "custom head"
-    return str(h) if h else "run"
+    return r.config.label
 
 
 def _fmt_hw(hw: tuple[int, int] | None) -> str:
@@ -227,8 +220,9 @@ def compare(a: RunResult, b: RunResult) -> Comparison:
             va = int(getattr(la[n], m)) if n in la else None
             vb = int(getattr(lb[n], m)) if n in lb else None
             layers.append(Diff("layer", n, m, va, vb))
-    keys = [k for k in a.config if k in b.config] + [k for k in b.config if k not in a.config]
-    changes = {k: (a.config.get(k), b.config.get(k)) for k in keys if a.config.get(k) != b.config.get(k)}
+    ca, cb = a.config.to_dict(), b.config.to_dict()
+    keys = [k for k in ca if k in cb] + [k for k in cb if k not in ca]
+    changes = {k: (ca.get(k), cb.get(k)) for k in keys if ca.get(k) != cb.get(k)}
     return Comparison(a, b, summary, cats, layers, changes)
 
 
@@ -263,8 +257,7 @@ def _pixels_sentence(c: Comparison) -> str | None:
 
 
 def _batch(r: RunResult) -> int | None:
-    v = r.config.get("batch")
-    return int(v) if isinstance(v, int) else None
+    return r.config.run.batch
 
 
 def _layer_sum(r: RunResult, metric: str, head: bool) -> int:
@@ -313,7 +306,7 @@ def explain(c: Comparison) -> list[str]:
             f"{'larger' if bb >= ba else 'smaller'} ({bb} vs {ba})"
         )
     for k, (va, vb) in c.config_changes.items():
-        if k in ("input", "input_hw", "input_size", "batch", "head", "name"):
+        if k in ("input_hw", "batch", "head", "head_label", "preset"):
             continue
         if isinstance(va, str | int | float | bool | None) and isinstance(
             vb, str | int | float | bool | None
@@ -710,16 +703,15 @@ def synthetic_run(
         peak_phase=PHASES[int(allocator.phase[pi])],
         peak_module=strings[mod] if mod >= 0 else "",
     )
-    config = {
-        "head": head,
-        "backbone": "vgg11",
-        "batch": batch,
-        "input": [input_hw, input_hw],
-        "device": "cuda:0" if cuda else "cpu",
-        "mode": "train",
-        "dtype": "float32",
-    }
-    env = {"device_name": "Synthetic GPU 80GB" if cuda else "synthetic CPU", "synthetic": True}
+    from vggexplorer.core.model.config import RunConfig
+    from vggexplorer.core.model.head import preset
+
+    dev = "cuda:0" if cuda else "cpu"
+    run_config = RunConfig(preset(head), device=dev, batch=batch, input_hw=(input_hw, input_hw))
+    config = RunMeta(run_config, head_label=head, preset=head)
+    env = RunEnvironment(
+        device=dev, device_name="Synthetic GPU 80GB" if cuda else "synthetic CPU", synthetic=True
+    )
     return RunResult(
         config=config,
         environment=env,

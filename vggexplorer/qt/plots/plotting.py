@@ -254,7 +254,7 @@ class StepCurveItem(pg.PlotCurveItem):
 
 def _cfg(r: RunResult, *keys: str) -> Any:
     for k in keys:
-        v = r.config.get(k)
+        v = getattr(r.config, k) if k in ("backbone", "head_label", "preset") else getattr(r.config.run, k)
         if v not in (None, ""):
             return v
     return None
@@ -262,8 +262,8 @@ def _cfg(r: RunResult, *keys: str) -> Any:
 
 def device_description(r: RunResult) -> str:
     env = r.environment
-    dev = env.get("device") or _cfg(r, "device") or ("cuda" if is_cuda(r) else "cpu")
-    name = env.get("device_name") or env.get("cpu")
+    dev = env.device or _cfg(r, "device") or ("cuda" if is_cuda(r) else "cpu")
+    name = env.device_name or env.cpu
     return f"{dev} {name}" if name and str(name) not in str(dev) else str(dev)
 
 
@@ -477,9 +477,9 @@ def _short_gpu(name: str) -> str:
 
 def prediction_gpu(r: RunResult) -> str:
     """``RTX 3060`` for a prediction on ``NVIDIA GeForce RTX 3060``."""
-    prof = r.environment.get("gpu_profile")
+    prof = r.environment.gpu_profile
     name = prof.get("name") if isinstance(prof, dict) else None
-    return _short_gpu(str(name or r.environment.get("device_name") or "GPU"))
+    return _short_gpu(str(name or r.environment.device_name or "GPU"))
 
 
 def _label_height(text_item: pg.TextItem) -> float:
