@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vggexplorer.core.model.config import RunConfig
+from vggexplorer.core.model.config import ConfigError, RunConfig
 from vggexplorer.core.model.head import preset
 from vggexplorer.core.results.compare import compare, run_label, synthetic_run
 from vggexplorer.core.results.meta import RunEnvironment, RunMeta
@@ -48,7 +48,7 @@ def test_cli_file_maps_to_typed_fields() -> None:
 def test_gui_file_maps_preset_and_backbone() -> None:
     raw = _raw("gui")["config"]
     assert isinstance(raw, dict) and raw["preset"] == "fc" and raw["backbone"] == "vgg11"  # the GUI's keys
-    with pytest.raises(Exception, match="unknown config keys"):
+    with pytest.raises(ConfigError, match="unknown config keys"):
         RunConfig.from_dict(raw)  # why /1 GUI files need mapping
     r = load_run(DATA / "gui.run.json")
     m = r.config
@@ -135,3 +135,24 @@ def test_comparison_reads_typed_fields() -> None:
     c = compare(a, b)
     assert c.config_changes["input_hw"] == ([32, 32], [64, 64])
     assert "optimizer" not in c.config_changes and c.config_changes["preset"] == (None, "fcn")
+    p = load_run(DATA / "predict.run.json")
+    assert compare(a, p).config_changes["device"] == ("cpu", "predicted:NVIDIA GeForce RTX 3060")
+
+
+def test_collect_environment_uses_the_record_names() -> None:
+    """One set of names: every key collect_environment writes is a RunEnvironment field."""
+    from vggexplorer.core.devices.environment import collect_environment
+
+    raw = collect_environment("cpu")
+    env = RunEnvironment.from_dict(raw)
+    assert env.extra == {} and env.to_dict() | raw == env.to_dict()
+    assert env.device == "cpu" and env.cpu_cores_logical == raw["cpu_cores_logical"]
+
+
+def test_environment_fields_are_checked() -> None:
+    with pytest.raises(ConfigError, match="ram_bytes must be a whole number, got str"):
+        RunEnvironment.from_dict({"ram_bytes": "8 GiB"})
+    with pytest.raises(ConfigError, match="predicted must be true or false"):
+        RunEnvironment.from_dict({"predicted": 1})
+    assert RunEnvironment.from_dict({"total_memory": 5}).extra == {"total_memory": 5}  # /2: not renamed
+    assert RunEnvironment.from_dict({"total_memory": 5}, legacy=True).device_total_bytes == 5

@@ -62,6 +62,16 @@ def _head_name(r: RunResult) -> str:
     return r.config.label
 
 
+def _setup(r: RunResult) -> dict[str, Any]:
+    """The config as compared: the device the run ran on (a prediction's ``predicted:<GPU>``) and the
+    backbone by name."""
+    d = r.config.to_dict()
+    d.pop("resolved_device")
+    d["device"] = r.config.ran_on
+    d["backbone"] = r.config.backbone
+    return d
+
+
 def _fmt_hw(hw: tuple[int, int] | None) -> str:
     if hw is None:
         return "?"
@@ -220,7 +230,7 @@ def compare(a: RunResult, b: RunResult) -> Comparison:
             va = int(getattr(la[n], m)) if n in la else None
             vb = int(getattr(lb[n], m)) if n in lb else None
             layers.append(Diff("layer", n, m, va, vb))
-    ca, cb = a.config.to_dict(), b.config.to_dict()
+    ca, cb = _setup(a), _setup(b)
     keys = [k for k in ca if k in cb] + [k for k in cb if k not in ca]
     changes = {k: (ca.get(k), cb.get(k)) for k in keys if ca.get(k) != cb.get(k)}
     return Comparison(a, b, summary, cats, layers, changes)

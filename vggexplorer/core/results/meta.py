@@ -17,7 +17,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any
+from types import UnionType
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from vggexplorer.core.model.config import ConfigError, RunConfig
 from vggexplorer.core.model.head import PRESET_NAMES, preset
@@ -192,10 +193,17 @@ class RunEnvironment:
         return RunEnvironment(**kw, extra=extra)
 
 
+def _base_type(t: Any) -> type:
+    """``str`` for ``str | None``, ``dict`` for ``dict[str, Any] | None``."""
+    if get_origin(t) in (Union, UnionType):
+        t = next(a for a in get_args(t) if a is not type(None))
+    base = get_origin(t) or t
+    assert isinstance(base, type)
+    return base
+
+
 _ENV_TYPES: dict[str, type] = {
-    f.name: {"str": str, "bool": bool, "int": int, "dict": dict}[str(f.type).split("[")[0].split(" ")[0]]
-    for f in fields(RunEnvironment)
-    if f.name != "extra"
+    name: _base_type(t) for name, t in get_type_hints(RunEnvironment).items() if name != "extra"
 }
 _TYPE_WORDS: dict[type, str] = {
     str: "a string",
