@@ -67,7 +67,7 @@ else:
 print(json.dumps({
     "startup_s": t_ready - t_start, "load_s": t1 - t0, "draw_s": t2 - t1, "total_s": t2 - t0,
     "tensor_rows": len(r.tensor), "allocator_rows": len(r.allocator), "device_samples": len(r.device),
-    "iterations": r.config.get("iterations"), "status": r.status,
+    "iterations": r.config.run.iterations, "status": r.status,
 }))
 """
 

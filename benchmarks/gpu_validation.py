@@ -84,7 +84,7 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
         "sample_source": result.device.source,
         "wall_s": round(wall, 2),
         "notes": list(result.notes),
-        "environment": result.environment,
+        "environment": result.environment.to_dict(),
     }
     found, why = nvml.device_for_torch(dev)
     if found is not None:  # after the run, before exit: what nvidia-smi would show for us now

@@ -18,7 +18,7 @@ def test_run_writes_json_and_csv(tmp_path: Path, capsys: pytest.CaptureFixture[s
     out = tmp_path / "out"
     assert main(["run", *FAST, "--mode", "train-step", "--optimizer", "adam", "--out", str(out)]) == 0
     r = load_run(out / "run.json")
-    assert r.status == "ok" and r.config["mode"] == "train-step" and r.config["optimizer"] == "adam"
+    assert r.status == "ok" and r.config.run.mode == "train-step" and r.config.run.optimizer == "adam"
     with (out / "memory.csv").open(newline="") as f:
         assert sum(1 for _ in csv.reader(f)) > len(r.tensor)
     assert not (out / "memory.png").exists()

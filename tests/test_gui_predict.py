@@ -61,8 +61,8 @@ def test_an_edit_brings_a_new_prediction_labelled_predicted(qtbot: QtBot, window
         w.load_preset("fcn")
     a: PredictionAnswer = blocker.args[0]
     assert a.request_id == w.predict_service.latest_id
-    assert a.result.predicted and a.result.config["head"]["name"] == "fcn"
-    assert a.result.config["input_hw"] == [384, 384]
+    assert a.result.predicted and a.result.config.run.head.name == "fcn"
+    assert a.result.config.run.input_hw == (384, 384)
     assert a.peak_allocated_bytes != first.peak_allocated_bytes  # fcn at 384 keeps a 6×6 score map
 
     # every predicted curve says so, in the predicted style, on the plot
@@ -104,7 +104,7 @@ def test_predicted_beside_measured_and_stale_answers_ignored(qtbot: QtBot, windo
     w.request_prediction()
     with qtbot.waitSignal(w.predictionReady, timeout=NEXT_MS) as blocker:
         newest = w.request_prediction()
-    assert blocker.args[0].request_id == newest and blocker.args[0].result.config["batch"] == 2
+    assert blocker.args[0].request_id == newest and blocker.args[0].result.config.run.batch == 2
     shown = w.prediction
     assert shown is not None
     w.predict_service.answered.emit(old)  # stale: its id is not the latest

@@ -12,6 +12,9 @@ import numpy as np
 import pytest
 from pytestqt.qtbot import QtBot
 
+from vggexplorer.core.model.config import RunConfig
+from vggexplorer.core.model.head import preset
+from vggexplorer.core.results.meta import RunMeta
 from vggexplorer.core.run.accumulate import EngineAccumulator
 from vggexplorer.core.run.child import ChildProcessError, RemoteError, subprocess_call, subprocess_iter
 from vggexplorer.core.run.progress import Progress
@@ -124,7 +127,7 @@ def test_start_while_running_is_refused(qtbot: QtBot) -> None:
 
 
 def test_accumulator_builds_partial_results(qtbot: QtBot) -> None:
-    acc = EngineAccumulator("live", {"head": "gap"})
+    acc = EngineAccumulator("live", RunMeta(RunConfig(preset("gap")), head_label="gap", preset="gap"))
     for k in range(3):
         chunk = {
             "t": np.array([k * 0.1, k * 0.1 + 0.05]),
@@ -137,6 +140,7 @@ def test_accumulator_builds_partial_results(qtbot: QtBot) -> None:
         assert acc.feed(Progress(0.1 * k, "forward", "features.0", 0, "", chunk, ("features.0",)))
     snap = acc.snapshot()
     assert len(snap.tensor) == 6 and snap.summary.peak_tensor_bytes == 220 and snap.name == "live"
+    assert snap.config.preset == "gap" and snap.config.run.head == preset("gap")
     assert not acc.feed(Progress(0.5, "forward", "", 0, "no data"))
     assert acc.snapshot() is not snap  # a new object for the GUI thread every time
 

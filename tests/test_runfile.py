@@ -45,8 +45,9 @@ def test_round_trip(result: RunResult, tmp_path: Path) -> None:
             assert np.array_equal(getattr(a, col), getattr(b, col)), (name, col)
     assert np.array_equal(back.tensor.storage, result.tensor.storage)  # type: ignore[arg-type]
     assert np.array_equal(back.device.process, result.device.process)
-    assert back.config["head"]["format"] == "vggexplorer.head/1"
-    assert RunConfig.from_dict({k: v for k, v in back.config.items() if k not in ("resolved_device", "fake")})
+    assert back.config == result.config and back.config.run.head == preset("gap")
+    assert back.environment == result.environment
+    assert back.config.device == "cpu" and not back.config.fake
     d = json.loads(p.read_text())
     assert d["format"] == RUN_FORMAT and "at_peak" in d["categories"]
 
@@ -97,7 +98,19 @@ def _del(path: str) -> Mutator:
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [
-        (_set("format", "vggexplorer.run/2"), "unsupported run file version"),
+        (_set("format", "vggexplorer.run/3"), "unsupported run file version"),
+        (_set("config.colour", "red"), r"run\.config: unknown config keys \['colour'\]"),
+        (_set("config.backbone", "vgg11"), "unknown config keys"),  # a /1 GUI key, not part of /2
+        (_set("config.preset", "resnet"), "run.config: preset must be one of"),
+        (_set("config.fake", "no"), "run.config: fake must be true or false"),
+        (_set("config.batch", 0), "run.config: batch must be between"),
+        (_del("config.head"), "run.config: a run config needs a 'head'"),
+        (_set("config", []), "run.config must be dict"),
+        (
+            _set("environment.device_total_bytes", "lots"),
+            "run.environment: device_total_bytes must be a whole",
+        ),
+        (_set("environment.predicted", 1), "run.environment: predicted must be true or false"),
         (_set("format", "something/1"), "not a vggexplorer run file"),
         (_del("summary"), "missing key 'summary'"),
         (_del("timelines.tensor.delta"), "missing column 'delta'"),

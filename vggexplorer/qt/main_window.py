@@ -13,6 +13,7 @@ import gc
 import platform
 import threading
 from collections.abc import Callable, Generator
+from dataclasses import replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ from vggexplorer.core.base.errors import VGGExplorerError
 from vggexplorer.core.base.units import fmt_bytes
 from vggexplorer.core.model.head import PRESET_NAMES, HeadDocument, HeadSpec, preset
 from vggexplorer.core.results.compare import comparison_to_markdown, comparison_to_rows
+from vggexplorer.core.results.meta import RunEnvironment, RunMeta
 from vggexplorer.core.results.result import RunResult
 from vggexplorer.core.results.wording import run_summary
 from vggexplorer.core.run.accumulate import EngineAccumulator
@@ -138,7 +140,7 @@ class MainWindow(QMainWindow):
         self._live: RunResult | None = None
         self._live_dirty = False
         self._run_name = ""
-        self._run_settings: RunSettings | None = None
+        self._run_meta: RunMeta | None = None  # the labels the GUI gives the run in flight
         self._stale_tabs: set[str] = set()
         self._predict_gpu_saved = False
 
@@ -628,14 +630,19 @@ class MainWindow(QMainWindow):
         spec = self.doc.spec
         label = head_label(spec)
         name = self.session.unique_name(settings_label(s, label))
-        config = {**s.to_dict(), "head": label, "preset": label}
-        self._run_name, self._run_settings = name, s
+        try:
+            run = run_config(s, spec)
+        except VGGExplorerError as e:
+            self.show_error(f"Cannot run this configuration: {e}")
+            return False
+        config = RunMeta(run, device=s.device, head_label=label, preset=preset_of(spec))
+        self._run_name, self._run_meta = name, config
         self._live, self._live_dirty = None, False
         self.message_bar.hide()
         self.controls.set_running(True)
         self.run_action.setEnabled(False)
         self.cancel_action.setEnabled(True)
-        env = {"device": s.device, "device_name": self.controls.device_choice().name()}
+        env = RunEnvironment(device=s.device, device_name=self.controls.device_choice().name())
         self.worker.start(self.run_factory(s, spec), lambda: EngineAccumulator(name, config, env))
         self.redraw_timer.start()
         return True
@@ -666,10 +673,9 @@ class MainWindow(QMainWindow):
 
     def _name_result(self, result: RunResult) -> RunResult:
         result.name = self._run_name  # short and unique in the runs list (editable there)
-        if self._run_settings is not None:
-            s = self._run_settings
-            result.config.setdefault("preset", head_label(self.doc.spec))
-            result.config.setdefault("backbone", s.backbone)
+        meta, ours = result.config, self._run_meta
+        if ours is not None and not meta.head_label:
+            result.config = replace(meta, head_label=ours.head_label, preset=ours.preset)
         return result
 
     def _on_finished(self, result: Any) -> None:

@@ -47,6 +47,7 @@ from vggexplorer.core.allocator.caching import AllocatorOOM, Block, CachingAlloc
 from vggexplorer.core.predict import cache as predict_cache
 from vggexplorer.core.predict.faketrace import FakeTrace, ModuleGeometry, Row, trace
 from vggexplorer.core.predict.gpus import GpuProfile, torch_version_string
+from vggexplorer.core.results.meta import RunEnvironment, RunMeta
 from vggexplorer.core.results.result import (
     CATEGORIES,
     PHASES,
@@ -765,17 +766,16 @@ def _prediction(
         if pi >= 0 and 0 <= allocator.module[pi] < len(strings)
         else "",
     )
-    cfg_dict = config.to_dict()
-    cfg_dict["device"] = f"predicted:{gpu.name}"
-    environment = {
-        "predicted": True,
-        "device": f"predicted:{gpu.name}",
-        "device_name": f"{gpu.name} (PREDICTED)",
-        "total_memory": gpu.total_memory_bytes,
-        "gpu_profile": gpu.summary_dict(),
-        "cuda_mapping_rules": dict(ft.rules),
-    }
-    environment["torch"] = torch_version_string()
+    meta = RunMeta(config, device=f"predicted:{gpu.name}")
+    environment = RunEnvironment(
+        predicted=True,
+        device=f"predicted:{gpu.name}",
+        device_name=f"{gpu.name} (PREDICTED)",
+        device_total_bytes=gpu.total_memory_bytes,
+        gpu_profile=gpu.summary_dict(),
+        cuda_mapping_rules=dict(ft.rules),
+        torch=torch_version_string(),
+    )
     notes = list(PREDICTED_NOTES)
     conv_state = "measured" if gpu.conv_workspace.measured else "estimate"
     notes.append(
@@ -790,7 +790,7 @@ def _prediction(
             "the event structure does not depend on the batch)"
         )
     result = RunResult(
-        config=cfg_dict,
+        config=meta,
         environment=environment,
         summary=summary,
         strings=strings,

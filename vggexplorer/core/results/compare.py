@@ -39,6 +39,20 @@ SUMMARY_METRICS: tuple[str, ...] = (
 
 
 # --------------------------------------------------------------------------------------------------------
+# What is compared
+
+
+def _setup(r: RunResult) -> dict[str, Any]:
+    """The config as compared: the device the run ran on (a prediction's ``predicted:<GPU>``) and the
+    backbone by name."""
+    d = r.config.to_dict()
+    d.pop("resolved_device")
+    d["device"] = r.config.ran_on
+    d["backbone"] = r.config.backbone
+    return d
+
+
+# --------------------------------------------------------------------------------------------------------
 # The comparison
 
 
@@ -112,8 +126,9 @@ def compare(a: RunResult, b: RunResult) -> Comparison:
             va = int(getattr(la[n], m)) if n in la else None
             vb = int(getattr(lb[n], m)) if n in lb else None
             layers.append(Diff("layer", n, m, va, vb))
-    keys = [k for k in a.config if k in b.config] + [k for k in b.config if k not in a.config]
-    changes = {k: (a.config.get(k), b.config.get(k)) for k in keys if a.config.get(k) != b.config.get(k)}
+    ca, cb = _setup(a), _setup(b)
+    keys = [k for k in ca if k in cb] + [k for k in cb if k not in ca]
+    changes = {k: (ca.get(k), cb.get(k)) for k in keys if ca.get(k) != cb.get(k)}
     return Comparison(a, b, summary, cats, layers, changes)
 
 
@@ -148,8 +163,7 @@ def _pixels_sentence(c: Comparison) -> str | None:
 
 
 def _batch(r: RunResult) -> int | None:
-    v = r.config.get("batch")
-    return int(v) if isinstance(v, int) else None
+    return r.config.run.batch
 
 
 def _layer_sum(r: RunResult, metric: str, head: bool) -> int:
@@ -198,7 +212,7 @@ def explain(c: Comparison) -> list[str]:
             f"{'larger' if bb >= ba else 'smaller'} ({bb} vs {ba})"
         )
     for k, (va, vb) in c.config_changes.items():
-        if k in ("input", "input_hw", "input_size", "batch", "head", "name"):
+        if k in ("input_hw", "batch", "head", "head_label", "preset"):
             continue
         if isinstance(va, str | int | float | bool | None) and isinstance(
             vb, str | int | float | bool | None

@@ -27,7 +27,11 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-RUN_FORMAT = "vggexplorer.run/1"
+from vggexplorer.core.results.meta import RunEnvironment, RunMeta
+
+RUN_FORMAT = "vggexplorer.run/2"
+#: The previous format: still read, its legacy keys mapped (see ``meta``).
+RUN_FORMAT_V1 = "vggexplorer.run/1"
 
 PHASES: tuple[str, ...] = ("setup", "forward", "loss", "backward", "optimizer", "zero_grad", "idle")
 CATEGORIES: tuple[str, ...] = (
@@ -164,8 +168,8 @@ class Summary:
 class RunResult:
     """A finished (or partial: cancelled, OOM, error) run, measured or predicted."""
 
-    config: dict[str, Any]
-    environment: dict[str, Any]
+    config: RunMeta
+    environment: RunEnvironment
     summary: Summary
     strings: list[str]
     tensor: Timeline

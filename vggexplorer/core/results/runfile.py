@@ -1,9 +1,10 @@
 """Run files: ``run.json`` (versioned, compact, validated on load) and ``memory.csv`` (pandas-readable).
 
-``run.json`` layout (``"format": "vggexplorer.run/1"``)::
+``run.json`` layout (``"format": "vggexplorer.run/2"``)::
 
     {"format", "name", "status", "predicted", "notes",
-     "config": {...RunConfig.to_dict() + resolved_device}, "environment": {...},
+     "config": {...RunMeta.to_dict(): RunConfig.to_dict() + resolved_device, fake, head_label, preset},
+     "environment": {...RunEnvironment.to_dict()},
      "summary": {peak_allocated_bytes, peak_tensor_bytes, peak_reserved_bytes, peak_device_bytes,
                  param_bytes, output_shape, peak_time_s, peak_phase, peak_module},
      "fault": null | {kind, message, layer, phase, iteration},
@@ -22,6 +23,10 @@ A column is a JSON list of numbers, or, when it has more than ``B64_MIN`` values
 ``load_run`` refuses, with a :class:`RunFileError` saying what is wrong: files over 512 MiB, invalid JSON,
 NaN/Infinity, nesting deeper than 64, another format or version, missing keys, wrong types, out-of-range
 indices and columns of different lengths.
+
+``vggexplorer.run/1`` files (same layout; ``config`` a free dict) still open: their legacy config and
+environment keys are mapped onto the typed fields (``RunMeta.from_dict``/``RunEnvironment.from_dict`` with
+``legacy=True``); saving such a run writes ``/2``.
 """
 
 from __future__ import annotations
@@ -37,10 +42,12 @@ import numpy as np
 
 from vggexplorer.core.base.errors import VGGExplorerError
 from vggexplorer.core.base.fileio import atomic_open, atomic_write_bytes
+from vggexplorer.core.results.meta import RunEnvironment, RunMeta
 from vggexplorer.core.results.result import (
     CATEGORIES,
     PHASES,
     RUN_FORMAT,
+    RUN_FORMAT_V1,
     DeviceSamples,
     Fault,
     LayerStats,
@@ -132,8 +139,8 @@ def result_to_dict(r: RunResult) -> dict[str, Any]:
         "status": r.status,
         "predicted": r.predicted,
         "notes": list(r.notes),
-        "config": _jsonable(r.config),
-        "environment": _jsonable(r.environment),
+        "config": _jsonable(r.config.to_dict()),
+        "environment": _jsonable(r.environment.to_dict()),
         "summary": {
             "peak_allocated_bytes": s.peak_allocated_bytes,
             "peak_tensor_bytes": s.peak_tensor_bytes,
@@ -348,13 +355,24 @@ def result_from_dict(d: Any) -> RunResult:
     fmt = d.get("format")
     if not isinstance(fmt, str) or not fmt.startswith("vggexplorer.run/"):
         raise RunFileError(f"not a vggexplorer run file (format {fmt!r:.60}; expected {RUN_FORMAT!r})")
-    if fmt != RUN_FORMAT:
-        raise RunFileError(f"unsupported run file version {fmt!r}; this version reads {RUN_FORMAT!r}")
+    if fmt not in (RUN_FORMAT, RUN_FORMAT_V1):
+        raise RunFileError(
+            f"unsupported run file version {fmt!r}; this version reads {RUN_FORMAT!r} and {RUN_FORMAT_V1!r}"
+        )
+    legacy = fmt == RUN_FORMAT_V1
     status = _get(d, "status", str, "run")
     if status not in ("ok", "oom", "cancelled", "error"):
         raise RunFileError(f"run.status must be ok, oom, cancelled or error, got {status!r:.40}")
-    config = _get(d, "config", dict, "run")
-    env = _get(d, "environment", dict, "run")
+    config_d = _get(d, "config", dict, "run")
+    env_d = _get(d, "environment", dict, "run")
+    try:
+        config = RunMeta.from_dict(config_d, legacy=legacy)
+    except VGGExplorerError as e:
+        raise RunFileError(f"run.config: {e}") from None
+    try:
+        env = RunEnvironment.from_dict(env_d, legacy=legacy)
+    except VGGExplorerError as e:
+        raise RunFileError(f"run.environment: {e}") from None
     strings = _get(d, "strings", list, "run")
     if not all(isinstance(s, str) for s in strings):
         raise RunFileError("run.strings must be a list of strings")

@@ -7,6 +7,7 @@ import numpy as np
 
 from vggexplorer.core.base.units import MiB
 from vggexplorer.core.results.analysis import step_at
+from vggexplorer.core.results.meta import RunEnvironment, RunMeta
 from vggexplorer.core.results.result import CATEGORIES, RunResult, Timeline
 
 
@@ -227,16 +228,15 @@ def synthetic_run(
         peak_phase=PHASES[int(allocator.phase[pi])],
         peak_module=strings[mod] if mod >= 0 else "",
     )
-    config = {
-        "head": head,
-        "backbone": "vgg11",
-        "batch": batch,
-        "input": [input_hw, input_hw],
-        "device": "cuda:0" if cuda else "cpu",
-        "mode": "train",
-        "dtype": "float32",
-    }
-    env = {"device_name": "Synthetic GPU 80GB" if cuda else "synthetic CPU", "synthetic": True}
+    from vggexplorer.core.model.config import RunConfig
+    from vggexplorer.core.model.head import preset
+
+    dev = "cuda:0" if cuda else "cpu"
+    run_config = RunConfig(preset(head), device=dev, batch=batch, input_hw=(input_hw, input_hw))
+    config = RunMeta(run_config, head_label=head, preset=head)
+    env = RunEnvironment(
+        device=dev, device_name="Synthetic GPU 80GB" if cuda else "synthetic CPU", synthetic=True
+    )
     return RunResult(
         config=config,
         environment=env,

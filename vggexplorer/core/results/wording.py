@@ -30,25 +30,13 @@ STATUS_WORDS: dict[str, str] = {
 
 def is_cuda(r: RunResult) -> bool:
     """A CUDA run (measured or predicted): the allocator timeline has reserved bytes, or the config says."""
-    dev = str(r.environment.get("device", "") or r.config.get("device", ""))
+    dev = r.environment.device or r.config.ran_on
     return r.allocator.reserved is not None or dev.startswith("cuda")
 
 
-def input_hw(r: RunResult) -> tuple[int, int] | None:
-    """The run's input height and width, from whichever key its config records it under."""
-    v = r.config.get("input") or r.config.get("input_hw") or r.config.get("input_size")
-    if isinstance(v, int):
-        return (v, v)
-    if isinstance(v, list | tuple) and len(v) == 2 and all(isinstance(x, int) for x in v):
-        return (int(v[0]), int(v[1]))
-    return None
-
-
-def _head_name(r: RunResult) -> str:
-    h = r.config.get("head") or r.config.get("preset") or r.config.get("head_name")
-    if isinstance(h, dict):
-        h = h.get("name") or h.get("preset") or "custom head"
-    return str(h) if h else "run"
+def input_hw(r: RunResult) -> tuple[int, int]:
+    """The run's input height and width."""
+    return r.config.run.input_hw
 
 
 def fmt_hw(hw: tuple[int, int] | None) -> str:
@@ -60,7 +48,7 @@ def fmt_hw(hw: tuple[int, int] | None) -> str:
 
 def run_label(r: RunResult) -> str:
     """``fcn at 384`` (or the run's own name); predicted runs say so."""
-    label = r.name or f"{_head_name(r)} at {fmt_hw(input_hw(r))}"
+    label = r.name or f"{r.config.label} at {fmt_hw(input_hw(r))}"
     if r.predicted and "predicted" not in label:
         label = f"{label} (predicted)"
     return label
@@ -68,7 +56,7 @@ def run_label(r: RunResult) -> str:
 
 def _cfg(r: RunResult, *keys: str) -> Any:
     for k in keys:
-        v = r.config.get(k)
+        v = getattr(r.config, k) if k in ("backbone", "head_label", "preset") else getattr(r.config.run, k)
         if v not in (None, ""):
             return v
     return None
@@ -76,8 +64,8 @@ def _cfg(r: RunResult, *keys: str) -> Any:
 
 def device_description(r: RunResult) -> str:
     env = r.environment
-    dev = env.get("device") or _cfg(r, "device") or ("cuda" if is_cuda(r) else "cpu")
-    name = env.get("device_name") or env.get("cpu")
+    dev = env.device or _cfg(r, "device") or ("cuda" if is_cuda(r) else "cpu")
+    name = env.device_name or env.cpu
     return f"{dev} {name}" if name and str(name) not in str(dev) else str(dev)
 
 
@@ -158,9 +146,9 @@ def short_gpu_name(name: str) -> str:
 
 def prediction_gpu(r: RunResult) -> str:
     """``RTX 3060`` for a prediction on ``NVIDIA GeForce RTX 3060``."""
-    prof = r.environment.get("gpu_profile")
+    prof = r.environment.gpu_profile
     name = prof.get("name") if isinstance(prof, dict) else None
-    return short_gpu_name(str(name or r.environment.get("device_name") or "GPU"))
+    return short_gpu_name(str(name or r.environment.device_name or "GPU"))
 
 
 def run_summary(

@@ -10,6 +10,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from vggexplorer.core.results.meta import RunEnvironment, RunMeta
+
 
 class EngineAccumulator:
     """Folds the engine's ``Progress`` chunks (new tensor-level rows) into a growing partial ``RunResult``
@@ -28,10 +30,10 @@ class EngineAccumulator:
         "iteration": np.int32,
     }
 
-    def __init__(self, name: str, config: dict[str, Any], environment: dict[str, Any] | None = None) -> None:
+    def __init__(self, name: str, config: RunMeta, environment: RunEnvironment | None = None) -> None:
         self.name = name
-        self.config = dict(config)
-        self.environment = dict(environment or {})
+        self.config = config
+        self.environment = environment or RunEnvironment()
         self._parts: dict[str, list[np.ndarray]] = {c: [] for c in self.COLUMNS}
         self._strings: tuple[str, ...] = ()
         self._final: Any = None
@@ -80,8 +82,8 @@ class EngineAccumulator:
         peak = tl.peak
         summary = Summary(peak, peak, None, None, 0, None)
         return RunResult(
-            config=dict(self.config),
-            environment=dict(self.environment),
+            config=self.config,
+            environment=self.environment,
             summary=summary,
             strings=list(self._strings),
             tensor=tl,

@@ -11,10 +11,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from vggexplorer.core.results.meta import RunEnvironment, RunMeta
 from vggexplorer.core.results.result import (
     CATEGORIES,
     PHASES,
@@ -39,17 +41,16 @@ def build_result(
     *,
     allocator: Timeline | None,
     device_samples: DeviceSamples,
-    environment: dict[str, Any],
+    environment: RunEnvironment | Mapping[str, Any],
     name: str = "",
 ) -> RunResult:
     tr = ex.tracer
     tensor = tr.tensor_timeline()
     alloc = allocator if allocator is not None else Timeline()
-    config = ex.config.to_dict()
-    config["resolved_device"] = str(ex.device)
-    config["fake"] = ex.fake
+    if not isinstance(environment, RunEnvironment):
+        environment = RunEnvironment.from_dict(environment)
     result = RunResult(
-        config=config,
+        config=RunMeta(ex.config, device=str(ex.device), fake=ex.fake),
         environment=environment,
         summary=Summary(0, 0, None, None, ex.param_bytes, ex.output_shape),
         strings=tr.strings,

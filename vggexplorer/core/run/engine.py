@@ -708,7 +708,7 @@ def _environment(dev: torch.device) -> dict[str, Any]:
     if dev.type == "cuda":
         p = torch.cuda.get_device_properties(dev)
         env["device_name"] = p.name
-        env["total_memory"] = int(p.total_memory)
+        env["device_total_bytes"] = int(p.total_memory)
     else:
         env["device_name"] = platform.processor() or platform.machine()
     return env
