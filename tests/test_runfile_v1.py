@@ -12,10 +12,12 @@ import pytest
 
 from vggexplorer.core.model.config import ConfigError, RunConfig
 from vggexplorer.core.model.head import preset
-from vggexplorer.core.results.compare import compare, run_label, synthetic_run
+from vggexplorer.core.results.compare import compare
 from vggexplorer.core.results.meta import RunEnvironment, RunMeta
 from vggexplorer.core.results.result import RUN_FORMAT, RUN_FORMAT_V1, RunResult
 from vggexplorer.core.results.runfile import RunFileError, load_run, loads_run, result_to_dict, save_run
+from vggexplorer.core.results.synthetic import synthetic_run
+from vggexplorer.core.results.wording import run_label
 
 DATA = Path(__file__).parent / "data" / "run1"
 FIXTURES = ("cli", "gui", "predict")

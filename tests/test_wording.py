@@ -28,7 +28,7 @@ def test_short_gpu_names() -> None:
     assert short_gpu_name("NVIDIA GeForce RTX 3060") == "RTX 3060"
     assert short_gpu_name("NVIDIA H100 80GB HBM3") == "H100 80GB HBM3"
     r = synthetic_run(cuda=True, predicted=True)
-    r.environment["gpu_profile"] = {"name": "NVIDIA GeForce RTX 4090"}
+    r.environment = replace(r.environment, gpu_profile={"name": "NVIDIA GeForce RTX 4090"})
     assert prediction_gpu(r) == "RTX 4090"
 
 
