@@ -63,6 +63,10 @@ def test_counter_fallback_matches_trace_peak() -> None:
 
 
 def test_history_trace_and_timeline_agree_on_peak() -> None:
+    """Trace entries carry requested sizes, allocated_bytes moves by block sizes (CUDACachingAllocator.cpp
+    ``malloc``: ALLOC with ``orig_size``, ``allocated_bytes`` += ``block->size``): the timeline (block bytes)
+    is never below the requested-bytes replay, its steps are whole blocks (multiples of 512 B), and it ends
+    where ``memory_allocated()`` is after the run's last event."""
     r = run(cfg())
     assert r.allocator_trace is not None
     level, peak = 0, 0
@@ -73,7 +77,9 @@ def test_history_trace_and_timeline_agree_on_peak() -> None:
         elif e["action"] == "free_requested":
             level -= e["size"]
         peak = max(peak, level)
-    assert base + peak == r.summary.peak_allocated_bytes
+    assert base + peak <= r.summary.peak_allocated_bytes
+    assert np.all(r.allocator.delta % 512 == 0)
+    assert not any("differs from memory_stats" in n or "inconsistent" in n for n in r.notes), r.notes
 
 
 def test_nvml_process_at_least_reserved() -> None:

@@ -366,7 +366,8 @@ def fake_nvml_sampler(monkeypatch: pytest.MonkeyPatch) -> Iterator[_Gpu]:
 
     class NvmlSampler(sampler.DeviceSampler):
         def __init__(self, device: Any, t0: float, rate_hz: float = 1000.0) -> None:
-            super().__init__("cuda:0", t0, rate_hz)
+            # every tick reads the process series (this test counts failed reads per tick)
+            super().__init__("cuda:0", t0, rate_hz, process_hz=rate_hz)
 
     monkeypatch.setattr(sampler, "DeviceSampler", NvmlSampler)
     yield gpu

@@ -98,6 +98,7 @@ def test_cublas_workspace_rules() -> None:
     assert cublaslt_workspace_bytes(8_519_680) == 1024 * 1024
     assert cublaslt_workspace_bytes(512 * 1024) == 512 * 1024  # capped at the cuBLAS workspace
     assert cublaslt_workspace_bytes(8_519_680, "4096") == 4096 * 1024
+    assert cublaslt_workspace_bytes(8_519_680, "4096", unified=True) == 0
     assert find_profile("h100").cublas_workspace_bytes == 32 * 1024**2
     assert find_profile("3060").cublas_workspace_bytes == 8_519_680
 
@@ -156,3 +157,19 @@ def test_bad_profiles_are_refused(tmp_path: Path, patch: dict[str, object]) -> N
     f.write_text("not json")
     with pytest.raises(GpuError, match="JSON"):
         load_profile(f)
+
+
+def test_cublaslt_shares_the_cublas_workspace_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch 2.13, aten/src/ATen/cuda/CublasHandlePool.cpp ``unified_cublas_and_lt_workspaces``: unified
+    unless ``TORCH_CUBLASLT_UNIFIED_WORKSPACE`` is false (``c10::utils::check_env`` spellings); then
+    ``getCUDABlasLtWorkspace`` returns the cuBLAS workspace, and torch/backends/cuda/__init__.py documents
+    that it "physically reuses the same allocation". A derived profile therefore adds no 1 MiB of its own."""
+    from vggexplorer.core.predict.gpus import cublaslt_unified
+
+    monkeypatch.delenv("TORCH_CUBLASLT_UNIFIED_WORKSPACE", raising=False)
+    monkeypatch.delenv("CUBLASLT_WORKSPACE_SIZE", raising=False)
+    assert cublaslt_unified(None) and cublaslt_unified("1") and cublaslt_unified("maybe")
+    assert not cublaslt_unified("0") and not cublaslt_unified("off")
+    assert find_profile("3060").cublaslt_workspace_bytes == 0
+    monkeypatch.setenv("TORCH_CUBLASLT_UNIFIED_WORKSPACE", "0")
+    assert find_profile("3060").cublaslt_workspace_bytes == 1024 * 1024

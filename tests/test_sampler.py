@@ -257,7 +257,7 @@ def test_cuda_samples_nvml_process_device_and_reserved(fake_gpu: FakeNvml) -> No
 
     fake_gpu.hooks.append(grow)
     enough = event_after(fake_gpu, "nvmlDeviceGetMemoryInfo_v2", 50)
-    s = DeviceSampler("cuda:0", time.perf_counter()).start()
+    s = DeviceSampler("cuda:0", time.perf_counter(), process_hz=1000.0).start()
     try:
         assert enough.wait(DEADLINE_S)
     finally:
@@ -281,7 +281,7 @@ def test_cuda_gpu_disappearing_mid_run(fake_gpu: FakeNvml) -> None:
                 fake_gpu.fail[f] = err
 
     fake_gpu.hooks.append(lose)
-    s = DeviceSampler("cuda:0", time.perf_counter()).start()
+    s = DeviceSampler("cuda:0", time.perf_counter(), process_hz=1000.0).start()
     thread = s._thread
     assert thread is not None
     thread.join(DEADLINE_S)  # every series stops after MAX_FAILURES failed reads: the thread ends itself
@@ -302,7 +302,7 @@ def test_cuda_container_pid_keeps_device_series(monkeypatch: pytest.MonkeyPatch)
     fake = FakeNvml(two_gpus(pid=999_999)).install(monkeypatch)
     fake_cuda(monkeypatch, fake.gpus, visible=[1])
     enough = event_after(fake, "nvmlDeviceGetMemoryInfo_v2", MAX_FAILURES + 30)
-    s = DeviceSampler("cuda:0", time.perf_counter()).start()
+    s = DeviceSampler("cuda:0", time.perf_counter(), process_hz=1000.0).start()
     try:
         assert enough.wait(DEADLINE_S)
         assert s.running  # the process series stopped, the device series go on
@@ -317,7 +317,7 @@ def test_cuda_container_pid_keeps_device_series(monkeypatch: pytest.MonkeyPatch)
 def test_cuda_memory_v1_fallback_has_no_reserved(fake_gpu: FakeNvml) -> None:
     fake_gpu.fail["nvmlDeviceGetMemoryInfo_v2"] = nvml_error(pynvml.NVML_ERROR_FUNCTION_NOT_FOUND)
     enough = event_after(fake_gpu, "nvmlDeviceGetMemoryInfo", MAX_FAILURES + 5)
-    s = DeviceSampler("cuda:0", time.perf_counter()).start()
+    s = DeviceSampler("cuda:0", time.perf_counter(), process_hz=1000.0).start()
     try:
         assert enough.wait(DEADLINE_S)
     finally:
@@ -366,3 +366,104 @@ def test_gpu_sampler_sees_an_allocation() -> None:
         pytest.skip(f"NVML cannot match this PID here: {r.source}")
     assert peak >= torch.cuda.memory_reserved(0) >= 256 * 1024**2
     del x
+
+
+# --- GPU path: the process series before the CUDA context exists, and its lower rate ----------------------
+
+
+def test_cuda_process_series_survives_the_time_before_the_context(fake_gpu: FakeNvml) -> None:
+    """NVML lists a PID among a GPU's compute processes only once the process holds a CUDA context there
+    (``nvmlDeviceGetComputeRunningProcesses``, NVML API reference: "processes having a compute context on
+    the device"). An empty list before the first good read is "no context yet" and must not stop the
+    series (the old sampler stopped it for good after MAX_FAILURES = 20 such reads, ~20 ms at 1 kHz)."""
+    g = fake_gpu.gpus[1]
+    g.procs = []  # our context does not exist yet
+    listed_at = 3 * MAX_FAILURES
+
+    def create_context(name: str, count: int) -> None:
+        if name == "nvmlDeviceGetComputeRunningProcesses_v3" and count == listed_at:
+            g.procs = [(os.getpid(), 2 * GiB)]
+
+    fake_gpu.hooks.append(create_context)
+    enough = event_after(fake_gpu, "nvmlDeviceGetComputeRunningProcesses_v3", listed_at + 10)
+    s = DeviceSampler("cuda:0", time.perf_counter(), process_hz=1000.0).start()
+    try:
+        assert enough.wait(DEADLINE_S)
+    finally:
+        r = s.stop()
+    assert "NVML process used: stopped" not in r.source
+    assert valid_max(r.process) == 2 * GiB
+    assert np.all(r.process[: listed_at - 1] == MISSING)  # before the context: no value, no failure
+
+
+def test_cuda_empty_process_list_after_a_good_read_still_counts(fake_gpu: FakeNvml) -> None:
+    """The grace is for the time before the first good read only: a process list that empties later (the
+    context was destroyed, the GPU reset) is a failure like any other."""
+    g = fake_gpu.gpus[1]
+
+    def destroy(name: str, count: int) -> None:
+        if name == "nvmlDeviceGetComputeRunningProcesses_v3" and count == 5:
+            g.procs = []
+
+    fake_gpu.hooks.append(destroy)
+    enough = event_after(fake_gpu, "nvmlDeviceGetMemoryInfo_v2", MAX_FAILURES + 30)
+    s = DeviceSampler("cuda:0", time.perf_counter(), process_hz=1000.0).start()
+    try:
+        assert enough.wait(DEADLINE_S)
+    finally:
+        r = s.stop()
+    assert "NVML process used: stopped" in r.source
+    assert fake_gpu.calls["nvmlDeviceGetComputeRunningProcesses_v3"] == 4 + MAX_FAILURES
+
+
+def test_cuda_process_series_is_read_at_a_lower_rate_and_says_so(fake_gpu: FakeNvml) -> None:
+    """Each process read costs two driver calls (nvidia-ml-py's ``nvmlDeviceGetComputeRunningProcesses_v3``
+    asks for the count, then the list) and a Python object per process, against one call for the device's
+    memory info: the process series is read at PROCESS_HZ (100 Hz by default) and holds its value between
+    reads, the device series keeps the sampler's rate; both rates are recorded."""
+    from vggexplorer.core.run.sampler import PROCESS_HZ
+
+    n_dev = 200
+    enough = event_after(fake_gpu, "nvmlDeviceGetMemoryInfo_v2", n_dev)
+    s = DeviceSampler("cuda:0", time.perf_counter(), rate_hz=1000.0).start()
+    try:
+        assert enough.wait(DEADLINE_S)
+    finally:
+        r = s.stop()
+    every = round(1000.0 / PROCESS_HZ)
+    assert s.process_every == every == 10
+    dev_calls = fake_gpu.calls["nvmlDeviceGetMemoryInfo_v2"]
+    assert fake_gpu.calls["nvmlDeviceGetComputeRunningProcesses_v3"] == -(-dev_calls // every)
+    assert np.all(r.process == 3 * GiB)  # held between reads: no gaps in the curve
+    assert r.achieved_hz > 0 and r.process_hz == pytest.approx(r.achieved_hz / every)
+    assert f"read every {every} ticks" in r.source and "device series at 1000 Hz" in r.source
+
+
+def test_engine_creates_the_cuda_context_before_sampling(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The run starts NVML sampling only after the CUDA context exists (``torch.cuda.synchronize`` →
+    ``cudaDeviceSynchronize`` creates the primary context; ``torch._C._cuda_hasPrimaryContext`` checks it),
+    so the first process reads can find this PID."""
+    from vggexplorer.core import engine
+
+    order: list[str] = []
+    ctx = {"exists": False}
+
+    def synchronize(device: object = None) -> None:
+        order.append("context")
+        ctx["exists"] = True
+
+    def start(self: DeviceSampler) -> DeviceSampler:
+        order.append("sampler" if ctx["exists"] else "sampler without context")
+        return self
+
+    monkeypatch.setattr(torch._C, "_cuda_hasPrimaryContext", lambda i: ctx["exists"], raising=False)
+    monkeypatch.setattr(torch.cuda, "synchronize", synchronize)
+    monkeypatch.setattr(DeviceSampler, "start", start)
+    notes: list[str] = []
+    s = engine.start_device_sampler(torch.device("cuda", 0), time.perf_counter(), 1000.0, notes)
+    assert isinstance(s, DeviceSampler)
+    assert order == ["context", "sampler"] and notes == []
+    # a context that already exists is not touched again
+    order.clear()
+    engine.start_device_sampler(torch.device("cuda", 0), time.perf_counter(), 1000.0, notes)
+    assert order == ["sampler"]

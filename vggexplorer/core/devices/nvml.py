@@ -432,6 +432,8 @@ class ProcessMemory:
     used: int | NaType
     reason: str = ""
     pids: tuple[int, ...] = ()
+    #: NVML answered with an empty process list (no process has a context on the device yet)
+    no_processes: bool = False
 
 
 _PROC_SUFFIXES: Final = ("_v3", "_v2", "")
@@ -468,7 +470,7 @@ def process_memory(handle: Any, pid: int | None = None) -> ProcessMemory:
             return ProcessMemory(int(used), "", pids)
     if not pids:
         return ProcessMemory(
-            NA, f"NVML lists no compute process on this device (PID {pid} has no CUDA context?)"
+            NA, f"NVML lists no compute process on this device (PID {pid} has no CUDA context?)", (), True
         )
     return ProcessMemory(
         NA,

@@ -14,9 +14,21 @@ outside the tensors a model trace records:
   default, PR pytorch#91564, torch ≥ 2.0) and 32 MiB on compute capability 9.x (Hopper). PR pytorch#175344
   (2026) extended 32 MiB to Blackwell (10.x, 12.x); that is applied for torch ≥ 2.12 and marked uncertain.
   ``CUBLAS_WORKSPACE_CONFIG`` (``:SIZE_KiB:COUNT`` pairs) overrides it, as in PyTorch.
-- **cuBLASLt workspace** (``cublaslt_workspace_bytes``): ``parseCUDABlasLtWorkspaceSize`` — 1024 KiB by
-  default (``CUBLASLT_WORKSPACE_SIZE`` in KiB overrides), capped at the cuBLAS workspace; allocated through
-  the caching allocator at the first cuBLASLt matmul (addmm with a bias, i.e. ``nn.Linear``) and kept.
+  cuBLAS handles are per thread (``getCurrentCUDABlasHandle``: a ``thread_local`` PoolWindow reserves a
+  handle per thread and device), and the workspace map is keyed by (handle, stream)
+  (``cublas_handle_stream_to_workspace``, ``WorkspaceMapWithMutex`` keyed by ``tuple<void*, void*>`` in
+  torch 2.13's ATen/cuda/CUDAContextLight.h): autograd's device thread, which runs CUDA backward nodes,
+  gets its own workspace of the same size (the predictor inserts both).
+- **cuBLASLt workspace** (``cublaslt_workspace_bytes``): in torch 2.13 open-source CUDA builds cuBLASLt
+  *shares* the cuBLAS workspace: ``TORCH_CUBLASLT_UNIFIED_WORKSPACE`` defaults to on outside fbcode
+  (CublasHandlePool.cpp ``unified_cublas_and_lt_workspaces``: ``unified_env_var == std::nullopt ||
+  unified_env_var == true``; ``getCUDABlasLtWorkspace`` then returns the (cuBLAS handle, stream) workspace),
+  and torch 2.13's own ``torch/backends/cuda/__init__.py`` (blas workspace-size docstring) says "the cuBLASLt
+  workspace is capped at the cuBLAS workspace size and physically reuses the same allocation". So the
+  derived size is 0 (no allocation of its own). With ``TORCH_CUBLASLT_UNIFIED_WORKSPACE=0`` the separate
+  pool of ``parseCUDABlasLtWorkspaceSize`` comes back: 1024 KiB (``CUBLASLT_WORKSPACE_SIZE`` KiB
+  overrides), allocated at the first cuBLASLt matmul (addmm with a bias) per thread and kept. Older
+  releases (before the unified default) had the separate 1 MiB pool: a profile may set it explicitly.
 - **cuDNN convolution workspaces** (``conv_workspace``): allocated through the caching allocator for each
   convolution call and freed right after it. Their size depends on the GPU, the cuDNN version and the
   algorithm the heuristics pick; the shipped numbers are a **placeholder estimate** (a fraction of the
@@ -50,6 +62,7 @@ __all__ = [
     "GpuProfile",
     "adhoc_profile",
     "cublas_workspace_bytes",
+    "cublaslt_unified",
     "cublaslt_workspace_bytes",
     "find_profile",
     "list_profiles",
@@ -120,8 +133,29 @@ def cublas_workspace_bytes(
     return default
 
 
-def cublaslt_workspace_bytes(cublas_bytes: int, env_kib: str | None = None) -> int:
-    """cuBLASLt workspace: 1024 KiB (``CUBLASLT_WORKSPACE_SIZE`` KiB overrides), at most the cuBLAS one."""
+#: ``c10::utils::check_env`` spellings (c10/util/env.cpp): true / false; anything else is "not set"
+_ENV_TRUE = frozenset({"1", "ON", "YES", "TRUE", "Y"})
+_ENV_FALSE = frozenset({"0", "OFF", "NO", "FALSE", "N"})
+
+
+def cublaslt_unified(env: str | None = None) -> bool:
+    """Whether cuBLASLt reuses the cuBLAS workspace: ``TORCH_CUBLASLT_UNIFIED_WORKSPACE`` unset or true (the
+    default in open-source CUDA builds; CublasHandlePool.cpp ``unified_cublas_and_lt_workspaces``)."""
+    if env is None:
+        return True
+    v = env.strip().upper()
+    return v in _ENV_TRUE or v not in _ENV_FALSE
+
+
+def cublaslt_workspace_bytes(cublas_bytes: int, env_kib: str | None = None, *, unified: bool = False) -> int:
+    """Bytes cuBLASLt allocates *of its own* (see the module docstring).
+
+    ``unified`` (torch 2.13's default): 0 — it reuses the cuBLAS workspace. Otherwise
+    ``parseCUDABlasLtWorkspaceSize``: 1024 KiB (``CUBLASLT_WORKSPACE_SIZE`` KiB overrides), at most the cuBLAS
+    workspace (the cap older releases applied).
+    """
+    if unified:
+        return 0
     size = CUBLASLT_DEFAULT_WORKSPACE
     if env_kib:
         with contextlib.suppress(ValueError):
@@ -169,7 +203,7 @@ class GpuProfile:
     cuda_context_bytes: int = DEFAULT_CONTEXT_BYTES
     lazy_kernels_bytes: int = DEFAULT_LAZY_KERNELS_BYTES
     cublas_workspace: int | None = None  # None: derived from compute capability and torch version
-    cublaslt_workspace: int | None = None  # None: derived (1 MiB, capped at the cuBLAS workspace)
+    cublaslt_workspace: int | None = None  # None: derived (0 when unified with cuBLAS, the 2.13 default)
     conv_workspace: ConvWorkspacePolicy = field(default_factory=ConvWorkspacePolicy)
     nvidia_smi_total_bytes: int | None = None
     aliases: tuple[str, ...] = ()
@@ -188,7 +222,9 @@ class GpuProfile:
         if self.cublaslt_workspace is not None:
             return self.cublaslt_workspace
         return cublaslt_workspace_bytes(
-            self.cublas_workspace_bytes, os.environ.get("CUBLASLT_WORKSPACE_SIZE")
+            self.cublas_workspace_bytes,
+            os.environ.get("CUBLASLT_WORKSPACE_SIZE"),
+            unified=cublaslt_unified(os.environ.get("TORCH_CUBLASLT_UNIFIED_WORKSPACE")),
         )
 
     @property

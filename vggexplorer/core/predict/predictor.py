@@ -7,11 +7,16 @@ Pipeline (all on this machine's CPU, nothing computed):
 2. The allocations a tensor trace cannot see, from the GPU profile (``gpus``), inserted where PyTorch makes
    them — **estimates** unless the profile is calibrated:
 
-   - cuBLAS workspace (``CublasHandlePool.cpp``): at the first cuBLAS matmul (``addmm``/``mm``/``bmm``...),
-     right after that op's output, through the caching allocator, never freed. A fully convolutional head
-     makes no cuBLAS call at all, so it has none.
-   - cuBLASLt workspace: at the first ``addmm`` with a bias and more than one row (PyTorch's Lt path,
-     ``Blas.cpp`` ``useLtInterface``), after the cuBLAS workspace (getting the Lt handle sets the cuBLAS one).
+   - cuBLAS workspaces (``CublasHandlePool.cpp``): one per thread that runs a cuBLAS matmul
+     (``addmm``/``mm``/``bmm``...), at its first one, right after that op's output, through the caching
+     allocator, never freed. Handles are per thread (``getCurrentCUDABlasHandle``: ``thread_local``
+     PoolWindow) and workspaces per (handle, stream); CUDA backward nodes run on autograd's device thread
+     (torch/csrc/autograd/engine.cpp: ``Engine::start_device_threads`` / ``thread_main`` — the calling
+     thread only runs CPU work), so a Linear head pays twice: once in the forward, once in the backward.
+     A fully convolutional head makes no cuBLAS call at all, so it has none.
+   - cuBLASLt workspace: none of its own by default (torch 2.13 unifies it with the cuBLAS one, see
+     ``gpus``); with a profile that sets one, at the first ``addmm`` with a bias and more than one row per
+     thread (PyTorch's Lt path, ``Blas.cpp`` ``useLtInterface``), after the cuBLAS workspace.
    - cuDNN convolution workspace: one transient block per convolution call — forward, and backward-data and
      backward-weight — allocated after the op's outputs and freed at once (``ConvWorkspacePolicy``).
 
@@ -190,12 +195,13 @@ def _replay(
     policy = gpu.conv_workspace
     geom = ft.geometry
     blocks: dict[int, Block] = {}
-    out = _Replay(
-        [], [], [], [], [], [], [], [], [], [], None, {"cublas": 0, "cublaslt": 0, "conv_peak": 0}, model, 0
-    )
+    ws0 = {"cublas": 0, "cublas_backward": 0, "cublaslt": 0, "conv_peak": 0}
+    out = _Replay([], [], [], [], [], [], [], [], [], [], None, ws0, model, 0)
     context = gpu.cuda_context_bytes
     kernels_loaded = False
-    cublas_done = lt_done = False
+    # threads (main, autograd's device thread) that already hold a cuBLAS / cuBLASLt workspace
+    cublas_done: set[bool] = set()
+    lt_done: set[bool] = set()
     fwd, bwd = _PHASE["forward"], _PHASE["backward"]
     n = len(rows)
     base_op = [_base(s) for s in strings]
@@ -275,13 +281,18 @@ def _replay(
             continue
         op = base_op[r.op] if 0 <= r.op < len(base_op) else ""
         if op in _MATMUL_OPS:
-            if not cublas_done:
-                cublas_done = True
-                if not kept(r, gpu.cublas_workspace_bytes, "cuBLAS workspace (profile)", "cublas"):
+            on_bwd_thread = r.phase == bwd  # CUDA backward nodes run on autograd's device thread
+            suffix = "_backward" if on_bwd_thread else ""
+            if on_bwd_thread not in cublas_done:
+                cublas_done.add(on_bwd_thread)
+                what = "cuBLAS workspace of autograd's device thread" if on_bwd_thread else "cuBLAS workspace"
+                if not kept(r, gpu.cublas_workspace_bytes, f"{what} (profile)", "cublas" + suffix):
                     return out
-            if not lt_done and op == "addmm" and n_batch > 1 and gpu.cublaslt_workspace_bytes > 0:
-                lt_done = True
-                if not kept(r, gpu.cublaslt_workspace_bytes, "cuBLASLt workspace (profile)", "cublaslt"):
+            lt = gpu.cublaslt_workspace_bytes
+            if on_bwd_thread not in lt_done and op == "addmm" and n_batch > 1 and lt > 0:
+                lt_done.add(on_bwd_thread)
+                key = "cublaslt" + suffix
+                if not kept(r, lt, "cuBLASLt workspace (profile)", key):
                     return out
         elif op in ("convolution", "convolution_backward") and r.phase in (fwd, bwd):
             g = geom.get(strings[r.module] if 0 <= r.module < len(strings) else "")
@@ -880,6 +891,17 @@ class CalibrationError(RuntimeError):
     """Calibration needs a CUDA GPU (and NVML for the context size)."""
 
 
+def backward_grad_for(y: Any) -> Any:
+    """A contiguous, materialised output gradient for ``y.backward(grad)`` (allocated by the caller's clock).
+
+    ``y.sum().backward()`` passes ``grad.expand(y.shape)`` (stride 0, tools/autograd/derivatives.yaml ``sum``)
+    to ``y``'s backward; convolution backward makes it contiguous, allocating a y-sized copy while it runs.
+    """
+    import torch
+
+    return torch.ones_like(y, memory_format=torch.contiguous_format)
+
+
 def calibrate(device: int = 0, *, save: bool = True) -> GpuProfile:
     """Measure, on the GPU at hand, what the trace cannot see; save it as a calibrated profile.
 
@@ -952,16 +974,34 @@ def calibrate(device: int = 0, *, save: bool = True) -> GpuProfile:
         y = conv(x)
         torch.cuda.synchronize(dev)
         fwd_ws = torch.cuda.max_memory_allocated(dev) - torch.cuda.memory_allocated(dev)
+        # the output gradient exists before the window: y.sum().backward() would hand convolution_backward
+        # an expanded stride-0 gradient (tools/autograd/derivatives.yaml, ``sum``: ``grad.expand(...)``),
+        # which cuDNN's backward copies contiguous inside the window — a y-sized block counted as workspace
+        grad = backward_grad_for(y)
+        torch.cuda.synchronize(dev)
         base = torch.cuda.memory_allocated(dev)
         torch.cuda.reset_peak_memory_stats(dev)
-        y.sum().backward()
+        y.backward(grad)
         torch.cuda.synchronize(dev)
         bwd_ws = torch.cuda.max_memory_allocated(dev) - max(torch.cuda.memory_allocated(dev), base)
         ws = max(fwd_ws, bwd_ws, 0)
         in_bytes = x.numel() * x.element_size()
         fractions.append(ws / in_bytes)
         biggest = max(biggest, ws)
-        del x, conv, y
+        del x, conv, y, grad
+    # autograd's device thread gets its own cuBLAS workspace at its first matmul (handles are per thread,
+    # CublasHandlePool.cpp ``getCurrentCUDABlasHandle``): measured as the growth of a backward through an mm
+    # minus the gradient it returns; the predictor inserts one of ``cublas_workspace`` size per thread
+    a2 = torch.randn(4, 8, device=dev, requires_grad=True)
+    out2 = a2 @ w
+    g2 = backward_grad_for(out2)
+    torch.cuda.synchronize(dev)
+    before_bwd = torch.cuda.memory_allocated(dev)
+    out2.backward(g2)
+    torch.cuda.synchronize(dev)
+    grad_block = ((a2.grad.untyped_storage().nbytes() + 511) // 512) * 512 if a2.grad is not None else 0
+    cublas_bwd = max(torch.cuda.memory_allocated(dev) - before_bwd - grad_block, 0)
+    del a2, out2, g2
     torch.cuda.synchronize(dev)
     used1 = process_used()
     kernels = (used1 - (context or 0) - torch.cuda.memory_reserved(dev)) if used1 is not None else None
@@ -973,6 +1013,11 @@ def calibrate(device: int = 0, *, save: bool = True) -> GpuProfile:
     ]
     if context is None:
         sources.append(f"CUDA context not measured ({why}); default estimate kept")
+    if cublas_bwd != cublas:
+        sources.append(
+            f"cuBLAS workspace of autograd's device thread measured {cublas_bwd:,} B, main thread "
+            f"{cublas:,} B: the predictor uses the main thread's size for both"
+        )
     profile = GpuProfile(
         name=str(props.name),
         total_memory_bytes=int(props.total_memory),

@@ -105,7 +105,10 @@ class DeviceSamples:
     device_used: I64 | None = None  # NVML device used (CUDA)
     driver_reserved: I64 | None = None  # NVML v2 "reserved" (driver/firmware), CUDA
     source: str = ""  # e.g. "NVML process used memory, GPU-xxxx" or "RSS (/proc/self/statm)"
-    achieved_hz: float = 0.0
+    achieved_hz: float = 0.0  # rate of the time column (device series on CUDA, RSS on CPU)
+    #: rate at which ``process`` was read (CUDA: lower than the device series; the last read value is held
+    #: on the ticks in between); 0 = every tick (``achieved_hz``), e.g. run files written before this field
+    process_hz: float = 0.0
 
     def __len__(self) -> int:
         return int(self.t.shape[0])

@@ -13,7 +13,7 @@
      "spans": {module: [str], phase: [str], t0: [...], t1: [...], iteration: [...]},
      "categories": {"peak": {category: bytes}, "at_peak": {category: bytes at the allocator-level peak}},
      "timelines": {"tensor": COLUMNS, "allocator": COLUMNS, "device": {t, process, device_used,
-                   driver_reserved, source, achieved_hz}},
+                   driver_reserved, source, achieved_hz, process_hz}},
      "allocator_trace": null | {action: [str], addr, size, stream, time_s}}
 
 A column is a JSON list of numbers, or, when it has more than ``B64_MIN`` values, ``{"dtype": "<i8",
@@ -199,6 +199,7 @@ def result_to_dict(r: RunResult) -> dict[str, Any]:
                 "driver_reserved": None if dev.driver_reserved is None else _col(dev.driver_reserved, "<i8"),
                 "source": dev.source,
                 "achieved_hz": float(dev.achieved_hz) if math.isfinite(dev.achieved_hz) else 0.0,
+                "process_hz": float(dev.process_hz) if math.isfinite(dev.process_hz) else 0.0,
             },
         },
         "allocator_trace": None,
@@ -465,8 +466,9 @@ def result_from_dict(d: Any) -> RunResult:
         if a is not None and len(a) != len(dt):
             raise RunFileError(f"device.{name} has {len(a)} values, device.t has {len(dt)}")
     hz = _get(dd, "achieved_hz", (int, float), "device", optional=True) or 0.0
+    phz = _get(dd, "process_hz", (int, float), "device", optional=True) or 0.0  # absent in older files
     device = DeviceSamples(
-        dt, proc, used, drv, _get(dd, "source", str, "device", optional=True) or "", float(hz)
+        dt, proc, used, drv, _get(dd, "source", str, "device", optional=True) or "", float(hz), float(phz)
     )
     trace = None
     td = d.get("allocator_trace")

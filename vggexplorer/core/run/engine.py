@@ -343,11 +343,7 @@ def execute(
     param-group defaults (the predictor traces CUDA's ``foreach=True``). Errors other than OOM and cancel
     propagate after the tracer has been left and the references dropped.
     """
-    dev = (
-        torch.device(device)
-        if device is not None
-        else (torch.device(fake_device(config)) if fake else resolve_device(config.device))
-    )
+    dev = _execution_device(config, device, fake)
     if fake and dev.type not in ("cpu", "meta"):
         raise ConfigError(
             "fake execution runs on CPU fake tensors or meta tensors only (map CUDA differences)"
@@ -435,6 +431,43 @@ def execute(
         ex.error = None
         raise err
     return ex
+
+
+def _execution_device(config: RunConfig, device: torch.device | str | None, fake: bool) -> torch.device:
+    """Where ``execute`` runs. ``cuda`` without an index is the current CUDA device (like ``resolve_device``):
+    the tracer reads that device's counters, and a CUDA tracer with no index would act as on CPU."""
+    if device is None:
+        return torch.device(fake_device(config)) if fake else resolve_device(config.device)
+    dev = torch.device(device)
+    if dev.type == "cuda" and dev.index is None:
+        dev = resolve_device("cuda")
+    return dev
+
+
+def ensure_cuda_context(dev: torch.device) -> bool:
+    """Create the CUDA primary context of ``dev`` now (before NVML sampling starts); True when it exists.
+
+    NVML lists a process among a GPU's compute processes only once it holds a context there
+    (``nvmlDeviceGetComputeRunningProcesses``), and PyTorch creates the context lazily, at the first CUDA
+    call that needs it. ``torch.cuda.synchronize`` calls ``cudaDeviceSynchronize``, a runtime call that
+    needs a context, so the runtime creates the primary context (CUDA Runtime API, "Initialization": the
+    primary context is created on the first runtime call that requires one).
+    ``torch._C._cuda_hasPrimaryContext`` checks it (bound in CUDA builds by torch/csrc/cuda/Module.cpp, listed
+    in torch/_dynamo/trace_rules.py; it asks ``CUDAHooksInterface::hasPrimaryContext``, ATen/detail).
+    """
+    idx = dev.index if dev.index is not None else torch.cuda.current_device()
+    has = getattr(torch._C, "_cuda_hasPrimaryContext", None)
+    if has is not None and has(idx):
+        return True
+    torch.cuda.synchronize(torch.device("cuda", idx))
+    return bool(has(idx)) if has is not None else True
+
+
+#: said in every CUDA run's notes (the layer table and the plot's layer spans come from host-side hooks)
+CUDA_SPAN_NOTE = (
+    "Layer spans on CUDA are host enqueue times: a module's span ends when its kernels were queued, not "
+    "when the GPU finished them (kernels run asynchronously); allocator events are host-side too."
+)
 
 
 def _check_shapes(config: RunConfig) -> None:
@@ -573,14 +606,10 @@ def _worker(
             nonlocal source, sampler
             tracer_box["t"] = tr
             progress("setup", "", 0.0, f"setting up {config.label()} on {dev}")
+            if dev.type == "cuda":
+                notes.append(CUDA_SPAN_NOTE)
             if config.sample_hz > 0:
-                try:
-                    from vggexplorer.core.run.sampler import DeviceSampler
-
-                    sampler = DeviceSampler(dev, t0, config.sample_hz).start()
-                except Exception as e:
-                    notes.append(f"device sampler not available: {e}")
-                    sampler = None
+                sampler = start_device_sampler(dev, t0, config.sample_hz, notes)
             if config.allocator_level:
                 source = start_allocator_source(dev, t0, ex_wall0(t0))
             # CUDA counters at every tensor event cost ~0.1 ms each (memory_stats builds a dict): only as
@@ -634,6 +663,23 @@ def _worker(
         box["error"] = e
     finally:
         q.put(_DONE)
+
+
+def start_device_sampler(dev: torch.device, t0: float, rate_hz: float, notes: list[str]) -> Any:
+    """The device sampler for a run, started; None (with a note) when it cannot start.
+
+    On CUDA the context is created first: until it exists NVML lists no compute process for this PID, so
+    the "this process" series would begin with failed reads (see ``ensure_cuda_context``).
+    """
+    try:
+        from vggexplorer.core.run.sampler import DeviceSampler
+
+        if dev.type == "cuda" and not ensure_cuda_context(dev):
+            notes.append("CUDA context not created before sampling: the process series may start late")
+        return DeviceSampler(dev, t0, rate_hz).start()
+    except Exception as e:
+        notes.append(f"device sampler not available: {e}")
+        return None
 
 
 def _off_main_thread() -> bool:
@@ -806,23 +852,48 @@ class CpuProfilerSource(AllocatorSource):
 
 
 class CudaHistorySource(AllocatorSource):
-    """CUDA: ``_record_memory_history`` replayed into allocated/reserved/active totals (exact events)."""
+    """CUDA: ``_record_memory_history`` replayed into allocated/reserved/active totals (exact events).
+
+    Sizes. ``alloc``, ``free_requested`` and ``free_completed`` trace entries carry the *requested* size,
+    while ``allocated_bytes`` / ``active_bytes`` move by the block's size (c10/cuda/CUDACachingAllocator.cpp,
+    ``DeviceCachingAllocator::malloc``: ``record_trace(TraceEntry::ALLOC, ..., orig_size, ...)`` next to
+    ``allocated_bytes.increase(block->size)``; ``DeviceCachingAllocator::free``:
+    ``allocated_bytes.decrease(block->size)`` and ``record_trace(TraceEntry::FREE_REQUESTED, ...,
+    block->requested_size, ...)``). The block size is the request rounded to 512 B, or a whole unsplit free
+    block (``should_split``). So the replay keeps the allocator's block layout: the segments and blocks at
+    the first kept entry are reconstructed backwards from the snapshot's final ``segments``
+    (``snapshot._reconstruct_initial_state``), then every entry is applied forwards at its real address
+    (``_BlockLayout``), which gives each block's size.
+
+    Anchoring. The totals are anchored at the *end*, at ``memory_stats()`` read right after ``_snapshot()``
+    (nothing allocates between the two: the run has ended and the device is synchronised). When the history
+    is complete, the replay then also starts at the counters read at the start; a difference is reported in
+    the notes. When the ring buffer overflowed (``max_entries``: the oldest entries are overwritten,
+    torch/cuda/memory.py ``_record_memory_history`` docstring, "Buffer behavior"), the trace starts mid-run
+    and only the end anchor is right: the notes say so.
+
+    Frames. Recorded with ``context=None``: the engine keeps no stack frames, and collecting a Python
+    traceback per allocation (``context="alloc", stacks="python"``) costs time for nothing
+    (torch/cuda/memory.py ``_record_memory_history``: ``context=None`` "Do not record any tracebacks").
+    """
+
+    #: ring buffer size of the memory history; a trace with this many entries has (probably) wrapped
+    max_entries = 2_000_000
 
     def __init__(self, dev: torch.device, t0: float, wall0_ns: int) -> None:
         super().__init__(dev, t0, wall0_ns)
         torch.cuda.synchronize(dev)
-        s = torch.cuda.memory_stats(dev)
-        self.base = (
-            int(s.get("allocated_bytes.all.current", 0)),
-            int(s.get("reserved_bytes.all.current", 0)),
-            int(s.get("active_bytes.all.current", 0)),
-        )
+        self.base = _cuda_counters(dev)
+        #: counters read right after the snapshot (allocated, reserved, active, peak allocated)
+        self.end: tuple[int, int, int] | None = None
+        self.end_peak: int | None = None
+        self.overflowed = False
         self.recording = False
         try:
-            # python frames on allocations only: memory_viz shows where, at a fraction of "all"'s cost
             torch.cuda.memory._record_memory_history(
-                "all", context="alloc", stacks="python", max_entries=2_000_000, device=dev, clear_history=True
-            )
+                "all", context=None, stacks="python", max_entries=self.max_entries, device=dev,
+                clear_history=True,
+            )  # fmt: skip
             self.recording = True
         except Exception as e:
             self.notes.append(f"CUDA memory history not available ({e}); allocator level from counters")
@@ -833,59 +904,205 @@ class CudaHistorySource(AllocatorSource):
         try:
             torch.cuda.synchronize(self.dev)
             snap = torch.cuda.memory._snapshot(self.dev)
+            s = torch.cuda.memory_stats(self.dev)
+            self.end = _counters_of(s)
+            self.end_peak = int(s.get("allocated_bytes.all.peak", 0))
         except Exception as e:
-            self.notes.append(f"CUDA memory history could not be read ({e}); allocator level from counters")
+            self.notes.append(self._unreadable_note(e))
             return
         finally:
             with contextlib.suppress(Exception):
                 torch.cuda.memory._record_memory_history(enabled=None, device=self.dev)
-        traces = snap.get("device_traces", [])
+        self._replay(snap)
+
+    def _unreadable_note(self, e: BaseException) -> str:
+        """Say what the allocator level is when the history cannot be read (no counter series then)."""
+        end = ""
+        with contextlib.suppress(Exception):
+            s = torch.cuda.memory_stats(self.dev)
+            self.end = _counters_of(s)
+            self.end_peak = int(s.get("allocated_bytes.all.peak", 0))
+            end = (
+                f"; memory_stats at the end: allocated {self.end[0]:,} B, reserved {self.end[1]:,} B, "
+                f"peak allocated {self.end_peak:,} B"
+            )
+        return (
+            f"CUDA memory history could not be read ({e}): no allocator-level series for this run "
+            f"(counters were not read during the run){end}"
+        )
+
+    def _replay(self, snap: Any) -> None:
+        from vggexplorer.core.allocator.snapshot import SnapshotError, parse_snapshot
+
         idx = self.dev.index or 0
-        entries = traces[idx] if idx < len(traces) else []
-        alloc, reserved, active = self.base
+        try:
+            parsed = parse_snapshot(snap, name="memory history")
+        except SnapshotError as e:
+            self.notes.append(f"CUDA memory history unreadable ({e}); no allocator-level series")
+            return
+        entries = parsed.trace(idx) if idx < len(parsed.device_traces) else ()
+        segments = [s for s in parsed.segments if s.device == idx]
+        layout = _BlockLayout(segments, entries)
+        if layout.issues:
+            self.notes.append(
+                "CUDA allocator replay: block layout inconsistent at "
+                f"{len(layout.issues)} entries (first: {layout.issues[0]}); those use 512-B rounded sizes"
+            )
         w0 = self.wall0_ns
-        out: list[_Block] = []
+        rows: list[tuple[float, int, int, int, int]] = []  # t, d_allocated, d_reserved, d_active, addr
         trace: list[dict[str, Any]] = []
-        for entry in entries:
-            action = str(entry.get("action", ""))
-            size = int(entry.get("size", 0))
-            addr = int(entry.get("addr", 0))
-            t = (int(entry.get("time_us", 0)) * 1000 - w0) / 1e9
+        for entry, (da, dr, dact) in zip(entries, layout.deltas, strict=True):
+            t = ((entry.time_us or 0) * 1000 - w0) / 1e9
             trace.append(
                 {
-                    "action": action,
-                    "addr": addr,
-                    "size": size,
-                    "stream": int(entry.get("stream", 0)),
+                    "action": entry.action,
+                    "addr": entry.addr,
+                    "size": entry.size,
+                    "stream": entry.stream,
                     "time_s": t,
                 }
             )
-            # allocated moves at alloc / free_requested, active at alloc / free_completed (a block freed
-            # while other streams still use it stays active until then), reserved at segment events
-            d = 0
-            if action == "alloc":
-                alloc += size
-                active += size
-                d = size
-            elif action == "free_requested":
-                alloc -= size
-                d = -size
-            elif action == "free_completed":
-                active -= size
-            elif action in ("segment_alloc", "segment_map"):
-                reserved += size
-            elif action in ("segment_free", "segment_unmap"):
-                reserved -= size
-            else:
-                continue  # oom, snapshot, ...: kept in the trace only
-            out.append(_Block(t, d, alloc, addr, "", reserved, active))
-        self.events = out
+            if entry.action in _COUNTED_ACTIONS:
+                rows.append((t, da, dr, dact, entry.addr))
         self.trace = trace
+        self.overflowed = len(entries) >= self.max_entries
+        sums = (sum(r[1] for r in rows), sum(r[2] for r in rows), sum(r[3] for r in rows))
+        if self.end is not None:
+            # anchored at the end: base = end counters - what the kept entries changed
+            base = tuple(e - d for e, d in zip(self.end, sums, strict=True))
+        else:
+            base = self.base
+        if self.overflowed:
+            self.notes.append(
+                f"CUDA memory history overflowed its ring buffer ({len(entries):,} entries = max_entries): "
+                "the trace starts mid-run, so the allocator level before its first entry is missing; "
+                "totals are anchored at the memory_stats() read at the end"
+            )
+        elif base != self.base:
+            names = ("allocated", "reserved", "active")
+            diff = ", ".join(
+                f"{n} {b - s:+,} B" for n, b, s in zip(names, base, self.base, strict=True) if b != s
+            )
+            self.notes.append(
+                "CUDA allocator replay differs from memory_stats() (end-anchored start minus counters at the "
+                f"start: {diff}); totals are anchored at the end"
+            )
+        alloc, reserved, active = base
+        out: list[_Block] = []
+        for t, da, dr, dact, addr in rows:
+            alloc += da
+            reserved += dr
+            active += dact
+            out.append(_Block(t, da, alloc, addr, "", reserved, active))
+        self.events = out
 
     def timeline(self, tracer: Tracer) -> tuple[Timeline | None, list[dict[str, Any]] | None]:
         if self.events:
             return super().timeline(tracer)
         return tracer.cuda_counter_timeline(), self.trace
+
+
+#: trace actions that move a counter (others — oom, snapshot — are kept in the trace only)
+_COUNTED_ACTIONS = frozenset(
+    {
+        "alloc",
+        "free_requested",
+        "free_completed",
+        "segment_alloc",
+        "segment_free",
+        "segment_map",
+        "segment_unmap",
+    }
+)
+
+
+def _counters_of(s: Mapping[str, Any]) -> tuple[int, int, int]:
+    return (
+        int(s.get("allocated_bytes.all.current", 0)),
+        int(s.get("reserved_bytes.all.current", 0)),
+        int(s.get("active_bytes.all.current", 0)),
+    )
+
+
+def _cuda_counters(dev: torch.device) -> tuple[int, int, int]:
+    return _counters_of(torch.cuda.memory_stats(dev))
+
+
+class _BlockLayout:
+    """The caching allocator's blocks, replayed forwards through a memory-history trace at real addresses.
+
+    ``deltas[i]`` = (allocated, reserved, active) change of entry ``i`` in *block* bytes. Rules
+    (c10/cuda/CUDACachingAllocator.cpp): ``round_size`` (512 B multiples); ``should_split`` — a small-pool
+    block splits when the remainder is >= 512 B (kMinBlockSize), a large-pool block when it is > 1 MiB
+    (kSmallSize), else the whole free block is allocated; ``free_block`` merges with free neighbours.
+    ``allocated_bytes`` moves at ``alloc`` / ``free_requested``, ``active_bytes`` at ``alloc`` /
+    ``free_completed`` (``free_block``), ``reserved_bytes`` at segment events. A 2 MiB segment is a small-pool
+    segment (kSmallBuffer; large-pool segments are >= 10 MiB). Expandable segments (segment_map/unmap) move
+    reserved only; their blocks are not modelled (512-B rounding is used there).
+    """
+
+    def __init__(self, segments: list[Any], entries: tuple[Any, ...]) -> None:
+        from vggexplorer.core.allocator.caching import MIN_BLOCK_SIZE, SMALL_BUFFER, SMALL_SIZE, round_size
+        from vggexplorer.core.allocator.snapshot_replay import (
+            ReplayReport,
+            _RBlock,
+            _reconstruct_initial_state,
+            _RSeg,
+        )
+
+        report = ReplayReport(device=0, events=len(entries), final_segments=len(segments))
+        state = _reconstruct_initial_state(segments, entries, report)
+        self.issues: list[str] = list(report.reconstruction_issues)
+        self.deltas: list[tuple[int, int, int]] = []
+        for i, e in enumerate(entries):
+            a = e.action
+            d = (0, 0, 0)
+            if a == "alloc":
+                size = round_size(e.size)
+                seg = state.find(e.addr)
+                j = state.block_index(seg, e.addr) if seg is not None else -1
+                b = seg.blocks[j] if seg is not None and j >= 0 else None
+                if seg is None or b is None or b.addr != e.addr or b.allocated or b.size < size:
+                    self.issues.append(f"entry {i}: alloc at {e.addr:#x} finds no free block there")
+                else:
+                    rest = b.size - size
+                    split = rest >= MIN_BLOCK_SIZE if seg.is_small else rest > SMALL_SIZE
+                    if split:
+                        seg.blocks.insert(j + 1, _RBlock(e.addr + size, rest, False, 0))
+                        b.size = size
+                    size = b.size
+                    b.allocated = True
+                    b.requested = e.size
+                d = (size, 0, size)
+            elif a in ("free_requested", "free_completed"):
+                seg = state.find(e.addr)
+                j = state.block_index(seg, e.addr) if seg is not None else -1
+                b = seg.blocks[j] if seg is not None and j >= 0 else None
+                known = seg is not None and b is not None and b.addr == e.addr and b.allocated
+                if not known:
+                    self.issues.append(f"entry {i}: {a} at {e.addr:#x} finds no allocated block there")
+                size = b.size if known and b is not None else round_size(e.size)
+                if a == "free_requested":
+                    d = (-size, 0, 0)
+                else:
+                    if known and seg is not None and b is not None:
+                        b.allocated = False
+                        state.coalesce(seg, j)
+                    d = (0, 0, -size)
+            elif a == "segment_alloc":
+                seg_new = _RSeg(e.addr, e.size, e.size == SMALL_BUFFER, [_RBlock(e.addr, e.size, False, 0)])
+                if not state.add(seg_new):
+                    self.issues.append(f"entry {i}: segment_alloc {e.addr:#x} overlaps a known segment")
+                d = (0, e.size, 0)
+            elif a == "segment_free":
+                if e.addr in state.segs:
+                    state.remove(e.addr)
+                d = (0, -e.size, 0)
+            elif a == "segment_map":
+                d = (0, e.size, 0)
+            elif a == "segment_unmap":
+                d = (0, -e.size, 0)
+            self.deltas.append(d)
 
 
 def start_allocator_source(dev: torch.device, t0: float, wall0_ns: int) -> AllocatorSource | None:

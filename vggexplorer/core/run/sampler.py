@@ -49,11 +49,29 @@ from vggexplorer.core.results.result import DeviceSamples
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["MAX_BACKLOG", "MAX_FAILURES", "MISSING", "RATE_MARGIN", "DeviceSampler", "read_rss", "valid_max"]
+__all__ = [
+    "MAX_BACKLOG",
+    "MAX_FAILURES",
+    "MISSING",
+    "PROCESS_GRACE_S",
+    "PROCESS_HZ",
+    "RATE_MARGIN",
+    "DeviceSampler",
+    "read_rss",
+    "valid_max",
+]
 
 MISSING: Final = -1
 #: Consecutive failed reads after which a series is no longer queried.
 MAX_FAILURES: Final = 20
+#: Default rate of the NVML per-process series (CUDA). One process read is two driver calls
+#: (``nvmlDeviceGetComputeRunningProcesses_v3`` sized, then filled: pynvml's wrapper calls it twice) and a
+#: Python object per process; the device series (``nvmlDeviceGetMemoryInfo``, one call) keeps ``rate_hz``.
+#: Not measured on a GPU yet: a lower rate keeps a busy host from dropping ticks or contending with the run.
+PROCESS_HZ: Final = 100.0
+#: Seconds after start during which "NVML lists no compute process" before the first good read is not a
+#: failure: NVML lists a PID only once its CUDA context exists, and the list can lag the context a little.
+PROCESS_GRACE_S: Final = 10.0
 _CHUNK: Final = 1 << 16  # samples per buffer growth step (65 s at 1 kHz)
 _STATM: Final = "/proc/self/statm"
 #: Ticks are scheduled this much faster than ``rate_hz`` (see the module docstring).
@@ -147,14 +165,26 @@ class DeviceSampler:
     when the body raises.
     """
 
-    def __init__(self, device: torch.device | str, t0: float, rate_hz: float = 1000.0) -> None:
+    def __init__(
+        self,
+        device: torch.device | str,
+        t0: float,
+        rate_hz: float = 1000.0,
+        *,
+        process_hz: float = PROCESS_HZ,
+    ) -> None:
         import torch
 
         if not (math.isfinite(rate_hz) and rate_hz > 0):
             raise ValueError(f"rate_hz must be a positive number, got {rate_hz!r}")
+        if not (math.isfinite(process_hz) and process_hz > 0):
+            raise ValueError(f"process_hz must be a positive number, got {process_hz!r}")
         self.device = torch.device(device)
         self.t0 = t0
         self.rate_hz = float(rate_hz)
+        #: CUDA: the NVML process series is read every ``process_every``-th tick (about ``process_hz``) and
+        #: holds its last read value in between; on CPU the RSS is read at every tick.
+        self.process_every = max(1, round(self.rate_hz / process_hz))
         self.notes: list[str] = []
         self.source = ""
         #: CPU time the sampler thread used (its own cost), set when the thread ends.
@@ -303,16 +333,28 @@ class DeviceSampler:
         handle, pid = dev.handle, os.getpid()
         process_memory, memory_info = nvml.process_memory, nvml.memory_info
         series = self._series
+        every = self.process_every
+        perf = time.perf_counter
+        grace_until = perf() + PROCESS_GRACE_S
+        state = {"tick": 0, "held": MISSING, "seen": False}
 
         def probe() -> tuple[int, ...]:
-            p = d = r = MISSING
-            if not series[0].stopped:
+            d = r = MISSING
+            p = state["held"]
+            tick = state["tick"]
+            state["tick"] = tick + 1
+            if not series[0].stopped and tick % every == 0:
                 pm = process_memory(handle, pid)
                 p = MISSING if pm.used is nvml.NA else int(pm.used)
-                if p == MISSING:
-                    self._fail(series[0], pm.reason)
-                else:
+                state["held"] = p
+                if p != MISSING:
+                    state["seen"] = True
                     series[0].failures = 0
+                elif not (pm.no_processes and not state["seen"] and perf() < grace_until):
+                    # an empty process list before our first good read is "no context yet", not a failure
+                    self._fail(series[0], pm.reason)
+            elif series[0].stopped:
+                p = MISSING
             if not (series[1].stopped and series[2].stopped):
                 mi = memory_info(handle)
                 d = MISSING if mi.used is nvml.NA else int(mi.used)
@@ -326,6 +368,11 @@ class DeviceSampler:
             return p, d, r
 
         self.source = f"NVML process used memory, {dev.name} ({dev.uuid}), PID {pid}"
+        if every > 1:
+            self.notes.append(
+                f"NVML process series read every {every} ticks (~{self.rate_hz / every:g} Hz, value held "
+                f"between reads); device series at {self.rate_hz:g} Hz"
+            )
         return probe
 
     def _fail(self, s: _Series, reason: str) -> None:
@@ -465,6 +512,7 @@ class DeviceSampler:
             driver_reserved=reserved,
             source=self._source_with_notes(),
             achieved_hz=hz,
+            process_hz=hz / self.process_every if self._cuda else hz,
         )
 
     def _source_with_notes(self) -> str:

@@ -90,8 +90,17 @@ def injected_oom_error(device_type: str, where: str) -> BaseException:
     )
 
 
+#: Library status names that mean "could not allocate device memory". cuBLAS: ``cublasCreate`` /
+#: ``cublasSetWorkspace`` fail with CUBLAS_STATUS_ALLOC_FAILED, which ``TORCH_CUDABLAS_CHECK``
+#: (aten/src/ATen/cuda/CUDABlas.h, names from ``_cublasGetErrorEnum`` in CUDABlas.cpp) raises as a
+#: RuntimeError "CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `...`". cuDNN: ``AT_CUDNN_CHECK``
+#: (aten/src/ATen/cudnn/Exceptions.h) raises "cuDNN error: CUDNN_STATUS_ALLOC_FAILED"
+#: (``cudnnGetErrorString``) when a handle or plan cannot get memory. Neither is an OutOfMemoryError.
+_LIBRARY_ALLOC_FAILED = ("CUBLAS_STATUS_ALLOC_FAILED", "CUDNN_STATUS_ALLOC_FAILED")
+
+
 def is_oom_error(e: BaseException) -> bool:
-    """CUDA OOM (``torch.OutOfMemoryError``) or a CPU allocation failure."""
+    """CUDA OOM (``torch.OutOfMemoryError``), cuBLAS/cuDNN allocation failures, or CPU allocation failures."""
     if isinstance(e, torch.OutOfMemoryError):
         return True
     if isinstance(e, RuntimeError | MemoryError):
@@ -102,6 +111,7 @@ def is_oom_error(e: BaseException) -> bool:
             or "not enough memory" in msg
             or "can't allocate memory" in msg
             or "out of memory" in msg.lower()
+            or any(s in msg for s in _LIBRARY_ALLOC_FAILED)
         )
     return False
 
@@ -415,6 +425,10 @@ class Tracer:
 
     def _see(self, t: torch.Tensor) -> None:
         st = t.untyped_storage()
+        if self.cuda_device is not None and st.device.type != "cuda":
+            # a CUDA run's tensor level counts device memory only: CPU storages (Adam's ``step`` counters,
+            # torch/optim/adam.py ``_init_group``: a CPU scalar unless capturable/fused) are not on the GPU
+            return
         key = st._cdata
         ref = self._live.get(key)
         if ref is not None:
