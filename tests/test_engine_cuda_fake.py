@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 import torch
 
-from vggexplorer.core import engine
 from vggexplorer.core.allocator.snapshot import ALLOCATED_STATES, _RefuseAllClasses
 from vggexplorer.core.model.head import preset
+from vggexplorer.core.run import engine
 from vggexplorer.core.run.engine import CudaHistorySource, RunConfig, ex_wall0
 from vggexplorer.core.run.tracer import Tracer, is_oom_error
 

@@ -443,7 +443,7 @@ def test_engine_creates_the_cuda_context_before_sampling(monkeypatch: pytest.Mon
     """The run starts NVML sampling only after the CUDA context exists (``torch.cuda.synchronize`` →
     ``cudaDeviceSynchronize`` creates the primary context; ``torch._C._cuda_hasPrimaryContext`` checks it),
     so the first process reads can find this PID."""
-    from vggexplorer.core import engine
+    from vggexplorer.core.run import engine
 
     order: list[str] = []
     ctx = {"exists": False}

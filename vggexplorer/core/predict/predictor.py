@@ -677,12 +677,18 @@ class Predictor:
             while hi <= limit and fits(hi):
                 lo, hi = hi, hi * 2
             hi = min(hi, limit + 1)
-        while hi - lo > 1:  # fits(lo), not fits(hi) (or hi beyond the limit)
+        # fits(lo), not fits(hi) (or hi beyond the limit). Inside the bracket the verdict need not be
+        # monotonic either: bisect only while the bracket is wide, then try its batches from the top down —
+        # the first that fits is the largest in the bracket.
+        while hi - lo > 2 * _SCAN:
             mid = (lo + hi) // 2
             if fits(mid):
                 lo = mid
             else:
                 hi = mid
+        for b in range(hi - 1, lo, -1):
+            if fits(b):
+                return b
         return lo
 
 
