@@ -73,9 +73,10 @@ print(json.dumps({
 
 
 def make_run(iterations: int, path: Path) -> float:
+    from vggexplorer.core.model.config import RunConfig
     from vggexplorer.core.model.head import preset
     from vggexplorer.core.results.runfile import save_run
-    from vggexplorer.core.run.engine import RunConfig, run
+    from vggexplorer.core.run.engine import run
 
     cfg = RunConfig(
         head=preset("gap"), device="cpu", batch=1, input_hw=(32, 32), mode="eval", iterations=iterations

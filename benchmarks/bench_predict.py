@@ -22,10 +22,10 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from vggexplorer.core.model.config import RunConfig
 from vggexplorer.core.model.head import preset
 from vggexplorer.core.predict.gpus import find_profile
 from vggexplorer.core.predict.predictor import Predictor
-from vggexplorer.core.run.engine import RunConfig
 
 N = 11
 

@@ -45,8 +45,9 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
 
     from vggexplorer.core.base.errors import VGGExplorerError
     from vggexplorer.core.devices import nvml
+    from vggexplorer.core.model.config import RunConfig
     from vggexplorer.core.model.head import preset
-    from vggexplorer.core.run.engine import RunConfig, run
+    from vggexplorer.core.run.engine import run
 
     t = time.perf_counter()
     try:

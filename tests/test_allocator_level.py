@@ -24,9 +24,11 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from vggexplorer.core.model.backbone import build_model
+from vggexplorer.core.model.config import RunConfig
 from vggexplorer.core.model.head import preset
-from vggexplorer.core.run import engine
-from vggexplorer.core.run.engine import RunConfig, execute, run
+from vggexplorer.core.run import program
+from vggexplorer.core.run.engine import run
+from vggexplorer.core.run.execution import execute
 
 CONFIGS = {
     "gap-64-train-step-adam": dict(head="gap", hw=64, mode="train-step", optimizer="adam"),
@@ -108,13 +110,13 @@ def memtracker_peak(cfg: RunConfig) -> int:
         params = list(model.parameters())
         n, (h, w) = cfg.batch, cfg.input_hw
         x = torch.randn(n, 3, h, w)
-        y = torch.randint(0, engine._num_classes(cfg.head), (n,))
+        y = torch.randint(0, program._num_classes(cfg.head), (n,))
         model.train(cfg.train)
-        opt = engine._make_optimizer(cfg, params) if cfg.mode == "train-step" else None
+        opt = program._make_optimizer(cfg, params) if cfg.mode == "train-step" else None
         if cfg.train:
             model.zero_grad(set_to_none=True)
             out = model(x)  # the engine keeps the output and the loss until the iteration ends
-            loss = engine._loss(out, y)
+            loss = program._loss(out, y)
             loss.backward()
             if opt is not None:
                 opt.step()

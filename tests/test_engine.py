@@ -10,10 +10,15 @@ import pytest
 import torch
 from leaks import NOTHING_INSTALLED, installed
 
+from vggexplorer.core.model.config import ConfigError, RunConfig
 from vggexplorer.core.model.head import preset
 from vggexplorer.core.results.analysis import category_series
 from vggexplorer.core.results.result import CATEGORIES, PHASES, RunResult
-from vggexplorer.core.run.engine import ConfigError, FailAt, Progress, RunConfig, execute, run, run_iter
+from vggexplorer.core.run.attribution import build_result
+from vggexplorer.core.run.engine import run, run_iter
+from vggexplorer.core.run.execution import execute
+from vggexplorer.core.run.progress import Progress
+from vggexplorer.core.run.tracer import FailAt
 
 VGG11_PARAMS = 132_863_336
 
@@ -86,8 +91,8 @@ def test_allocator_events_are_joined_to_modules(step_run: tuple[RunResult, list[
 def test_fake_execution_equals_measured_timeline() -> None:
     for mode, opt in (("eval", "sgd"), ("train", "sgd"), ("train-step", "adamw")):
         cfg = small(mode=mode, optimizer=opt, iterations=2, allocator_level=False)
-        real = execute(cfg).tensor_result()
-        fake = execute(cfg, fake=True).tensor_result()
+        real = build_result(execute(cfg))
+        fake = build_result(execute(cfg, fake=True))
         assert fake.predicted and not real.predicted
         a, b = real.tensor, fake.tensor
         assert np.array_equal(a.delta, b.delta), mode
@@ -99,7 +104,7 @@ def test_fake_execution_equals_measured_timeline() -> None:
 
 def test_param_bytes_fc_and_fcn_float32() -> None:
     for name in ("fc", "fcn"):
-        r = execute(small(head=preset(name), input_hw=(224, 224), mode="eval"), fake=True).tensor_result()
+        r = build_result(execute(small(head=preset(name), input_hw=(224, 224), mode="eval"), fake=True))
         assert r.summary.param_bytes == 4 * VGG11_PARAMS
         params = r.tensor.category == CATEGORIES.index("parameters")
         assert r.tensor.delta[params & (r.tensor.delta > 0)].sum() == 4 * VGG11_PARAMS
@@ -112,9 +117,9 @@ def _head_rows(r: RunResult) -> dict[str, tuple[int, int]]:
 def test_fc_and_fcn_pooled_same_head_activations_at_224() -> None:
     """Measured (real CPU run) on fc; fcn-pooled's conv head at 224 keeps exactly the same bytes."""
     fc = run(small(head=preset("fc"), input_hw=(224, 224), mode="train", allocator_level=False))
-    fcnp = execute(
-        small(head=preset("fcn-pooled"), input_hw=(224, 224), mode="train"), fake=True
-    ).tensor_result()
+    fcnp = build_result(
+        execute(small(head=preset("fcn-pooled"), input_hw=(224, 224), mode="train"), fake=True)
+    )
     a, b = _head_rows(fc), _head_rows(fcnp)
     assert sorted(v for v in a.values()) == sorted(v for v in b.values())
     assert sum(s for _, s in a.values()) == sum(s for _, s in b.values()) > 0
@@ -218,12 +223,12 @@ def test_config_round_trip() -> None:
 
 def test_bfloat16_autocast_and_channels_last_run_on_cpu() -> None:
     r = run(small(channels_last=True, allocator_level=False))
-    fake = execute(small(channels_last=True), fake=True).tensor_result()
+    fake = build_result(execute(small(channels_last=True), fake=True))
     assert r.status == "ok" and np.array_equal(r.tensor.delta, fake.tensor.delta)
     # autocast: the cast-weight cache is emptied at autocast exit in hash-map order, so that burst of frees
     # may come in another order; the events, the peak and every level outside the burst are the same
     r = run(small(dtype="bfloat16", allocator_level=False))
-    fake = execute(small(dtype="bfloat16"), fake=True).tensor_result()
+    fake = build_result(execute(small(dtype="bfloat16"), fake=True))
     assert r.status == "ok"
     assert sorted(r.tensor.delta.tolist()) == sorted(fake.tensor.delta.tolist())
     assert r.tensor.peak == fake.tensor.peak

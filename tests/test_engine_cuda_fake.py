@@ -17,9 +17,10 @@ import pytest
 import torch
 
 from vggexplorer.core.allocator.snapshot import ALLOCATED_STATES, _RefuseAllClasses
+from vggexplorer.core.model.config import RunConfig
 from vggexplorer.core.model.head import preset
-from vggexplorer.core.run import engine
-from vggexplorer.core.run.engine import CudaHistorySource, RunConfig, ex_wall0
+from vggexplorer.core.run import execution
+from vggexplorer.core.run.allocator_level import CudaHistorySource, ex_wall0
 from vggexplorer.core.run.tracer import Tracer, is_oom_error
 
 MiB = 1024 * 1024
@@ -241,14 +242,14 @@ def test_execute_on_cuda_without_an_index_uses_the_current_device(monkeypatch: p
         seen.update(kwargs)
         raise Stop
 
-    monkeypatch.setattr(engine, "Tracer", fake_tracer)
+    monkeypatch.setattr(execution, "Tracer", fake_tracer)
     cfg = RunConfig(head=preset("fc"), device="cpu", batch=1, input_hw=(224, 224), mode="eval")
     with pytest.raises(Stop):
-        engine.execute(cfg, device="cuda")
+        execution.execute(cfg, device="cuda")
     assert seen["cuda_device"] == 1
 
 
 def test_cuda_runs_say_that_layer_spans_are_host_enqueue_times() -> None:
     """CUDA kernels run asynchronously to the host (CUDA C Programming Guide, "Asynchronous Concurrent
     Execution"); module hooks run on the host, so a span ends when its kernels were queued."""
-    assert "host enqueue times" in engine.CUDA_SPAN_NOTE
+    assert "host enqueue times" in execution.CUDA_SPAN_NOTE

@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from vggexplorer.core.model.config import RunConfig
 from vggexplorer.core.model.head import preset
-from vggexplorer.core.run.engine import FailAt, RunConfig, run
+from vggexplorer.core.run.engine import run
+from vggexplorer.core.run.tracer import FailAt
 
 pytestmark = pytest.mark.gpu
 
@@ -23,7 +25,8 @@ def cfg(**kw: object) -> RunConfig:
 def test_allocator_timeline_agrees_with_memory_allocated() -> None:
     """Every allocated-bytes value read directly (memory_stats at each tensor event) is a level of the
     timeline replayed from the memory history, and after the run torch is back where it started."""
-    from vggexplorer.core.run.engine import AllocatorSource, ex_wall0, execute, start_allocator_source
+    from vggexplorer.core.run.allocator_level import AllocatorSource, ex_wall0, start_allocator_source
+    from vggexplorer.core.run.execution import execute
 
     torch.cuda.empty_cache()
     before = torch.cuda.memory_allocated()

@@ -7,10 +7,11 @@ from dataclasses import replace
 
 import pytest
 
+from vggexplorer.core.model.config import OPTIMIZERS, RunConfig
 from vggexplorer.core.model.head import PRESET_NAMES, preset
 from vggexplorer.core.predict.faketrace import FakeTrace, Row, map_to_cuda, module_geometry, trace
 from vggexplorer.core.results.result import CATEGORIES, PHASES, RunResult
-from vggexplorer.core.run.engine import OPTIMIZERS, RunConfig, run
+from vggexplorer.core.run.engine import run
 
 # Smallest inputs each preset accepts (fcn needs a 7×7 map after features: 224).
 INPUT = {"fc": (64, 64), "fcn-pooled": (64, 64), "gap": (64, 64), "fcn": (224, 224)}

@@ -35,19 +35,22 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from leaks import NOTHING_INSTALLED, installed
 
-import vggexplorer.core.run.engine as engine
+import vggexplorer.core.run.program as program
 from vggexplorer.core.devices import nvml
 from vggexplorer.core.model.backbone import build_model
+from vggexplorer.core.model.config import RunConfig
 from vggexplorer.core.model.head import preset
 from vggexplorer.core.results.result import PHASES, RunResult
 from vggexplorer.core.results.runfile import load_run, save_run, write_csv
 from vggexplorer.core.run import sampler
-from vggexplorer.core.run.engine import FailAt, RunConfig, execute, run, run_iter
-from vggexplorer.core.run.tracer import Tracer
+from vggexplorer.core.run.attribution import build_result
+from vggexplorer.core.run.engine import run, run_iter
+from vggexplorer.core.run.execution import execute
+from vggexplorer.core.run.tracer import FailAt, Tracer
 
 GAP = preset("gap")
 #: leaf modules of VGG11 + the gap head, in forward order
-LEAVES: list[str] = [n for n, _ in engine._leaf_order(build_model(GAP, device="meta", init=False))]
+LEAVES: list[str] = [n for n, _ in program._leaf_order(build_model(GAP, device="meta", init=False))]
 #: the order phases come in, in one train-step iteration (zero_grad before the forward)
 STEP_ORDER = ("setup", "zero_grad", "forward", "loss", "backward", "optimizer", "idle")
 
@@ -90,15 +93,15 @@ class Watch:
         self.refs: list[weakref.ref[Any]] = []
         self.keep: list[Any] = []  # only the leak self-test fills it
         self.strong = False
-        self._real_build = engine.build_model
-        self._real_opt = engine._make_optimizer
+        self._real_build = program.build_model
+        self._real_opt = program._make_optimizer
         self._patches = [
-            mock.patch.object(engine, "build_model", self._build),
-            mock.patch.object(engine, "_make_optimizer", self._opt),
+            mock.patch.object(program, "build_model", self._build),
+            mock.patch.object(program, "_make_optimizer", self._opt),
         ]
         if monkeypatch is not None:
-            monkeypatch.setattr(engine, "build_model", self._build)
-            monkeypatch.setattr(engine, "_make_optimizer", self._opt)
+            monkeypatch.setattr(program, "build_model", self._build)
+            monkeypatch.setattr(program, "_make_optimizer", self._opt)
             self._patches = []
 
     def _build(self, *a: Any, **kw: Any) -> Any:
@@ -247,7 +250,7 @@ def test_next_run_after_faults_is_complete_and_unchanged(baseline: int) -> None:
         assert run(small(), fail_at=FailAt(m, p)).status == "oom"
     ok = run(small())
     assert ok.status == "ok" and ok.fault is None
-    fake = execute(small(), fake=True).tensor_result()
+    fake = build_result(execute(small(), fake=True))
     assert np.array_equal(ok.tensor.delta, fake.tensor.delta)
     assert live_storage_bytes() == baseline
 
@@ -269,7 +272,7 @@ def test_fault_through_execute_in_the_calling_thread(baseline: int) -> None:
     with Watch() as watch:
         ex = execute(small(), fail_at=FailAt("features.8", "backward"))
     assert ex.status == "oom" and ex.fault is not None and ex.fault.layer == "features.8"
-    r = ex.tensor_result()
+    r = build_result(ex)
     del ex
     assert_valid_partial(r)
     assert watch.alive() == 0 and live_storage_bytes() == baseline and installed() == before
@@ -477,7 +480,7 @@ def cancel_case(k: int, baseline: int, folder: Path) -> None:
     # it took effect at the very check where the flag was first seen (the place of check k); torch's own
     # clean-up ops while the exception unwinds (record_function exit in Optimizer.step) may check again
     assert (f.phase, f.layer, f.iteration) == counter.where, (k, counter.where)
-    r = ex.tensor_result()
+    r = build_result(ex)
     del ex
     assert r.status == "cancelled" and r.fault == f
     assert_valid_partial(r)

@@ -237,11 +237,10 @@ def test_export_run_plots_writes_both(tmp_path: Path, cuda_run: RunResult) -> No
 
 def test_real_tiny_cpu_run_plots(qtbot: Any, tmp_path: Path) -> None:
     engine = pytest.importorskip("vggexplorer.core.run.engine")
+    from vggexplorer.core.model.config import RunConfig
     from vggexplorer.core.model.head import preset
 
-    r = engine.run(
-        engine.RunConfig(head=preset("gap"), device="cpu", batch=1, input_hw=(64, 64), sample_hz=200)
-    )
+    r = engine.run(RunConfig(head=preset("gap"), device="cpu", batch=1, input_hw=(64, 64), sample_hz=200))
     assert r.status == "ok"
     p = _plot(qtbot, [r])
     assert {"allocated", "tensors", "process"} <= set(p.curves())

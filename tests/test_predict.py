@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 
 from vggexplorer.cli import main
+from vggexplorer.core.model.config import RunConfig
 from vggexplorer.core.model.head import preset
 from vggexplorer.core.predict.gpus import GiB, MiB, adhoc_profile, find_profile
 from vggexplorer.core.predict.predictor import Predictor, _replay, predict
 from vggexplorer.core.results.result import PHASES
-from vggexplorer.core.run.engine import RunConfig
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import vggexplorer.core.results.runfile as runfile
+from vggexplorer.core.model.config import RunConfig
 from vggexplorer.core.model.head import preset
 from vggexplorer.core.results.result import RUN_FORMAT, RunResult
 from vggexplorer.core.results.runfile import (
@@ -22,7 +23,8 @@ from vggexplorer.core.results.runfile import (
     save_run,
     write_csv,
 )
-from vggexplorer.core.run.engine import FailAt, RunConfig, run
+from vggexplorer.core.run.engine import run
+from vggexplorer.core.run.tracer import FailAt
 
 
 @pytest.fixture(scope="module")

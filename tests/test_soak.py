@@ -185,8 +185,9 @@ def _torch_state() -> dict[str, Any]:
 
 @pytest.mark.slow
 def test_engine_soak() -> None:
+    from vggexplorer.core.model.config import RunConfig
     from vggexplorer.core.model.head import preset
-    from vggexplorer.core.run.engine import RunConfig, run_iter
+    from vggexplorer.core.run.engine import run_iter
 
     configs = {
         mode: RunConfig(head=preset("gap"), device="cpu", input_hw=(32, 32), batch=1, mode=mode, iterations=1)

@@ -64,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
     from vggexplorer.core.model.head import load_head
     from vggexplorer.core.results.runfile import save_run, write_csv
     from vggexplorer.core.results.wording import run_summary
-    from vggexplorer.core.run.engine import FailAt, run_iter
+    from vggexplorer.core.run.engine import run_iter
+    from vggexplorer.core.run.tracer import FailAt
 
     try:
         spec = load_head(args.head, args.backbone)

@@ -235,7 +235,7 @@ def trace(config: Any, flavour: Flavour = "cuda") -> FakeTrace:
     The device in ``config`` is ignored (the trace runs on fake CPU tensors). float16 autocast, which the
     engine refuses on a real CPU, is traced with CPU autocast (same lower-precision op list for conv/addmm).
     """
-    from vggexplorer.core.run.engine import execute
+    from vggexplorer.core.run.execution import execute
 
     cfg = replace(config, device="cpu", warmup=config.warmup, allocator_level=False, sample_hz=0.0)
     t0 = time.perf_counter()

@@ -29,7 +29,7 @@ from vggexplorer.core.results.result import (
 )
 
 if TYPE_CHECKING:
-    from vggexplorer.core.run.engine import Execution
+    from vggexplorer.core.run.execution import Execution
 
 __all__ = ["build_result", "layer_stats", "peak_in", "summarize"]
 
@@ -39,11 +39,14 @@ _PHASE = {p: i for i, p in enumerate(PHASES)}
 def build_result(
     ex: Execution,
     *,
-    allocator: Timeline | None,
-    device_samples: DeviceSamples,
-    environment: RunEnvironment | Mapping[str, Any],
+    allocator: Timeline | None = None,
+    device_samples: DeviceSamples | None = None,
+    environment: RunEnvironment | Mapping[str, Any] | None = None,
     name: str = "",
 ) -> RunResult:
+    """The RunResult of an execution; with only ``ex``, the tensor level alone (a fake run's result)."""
+    device_samples = device_samples if device_samples is not None else DeviceSamples()
+    environment = environment if environment is not None else RunEnvironment()
     tr = ex.tracer
     tensor = tr.tensor_timeline()
     alloc = allocator if allocator is not None else Timeline()

@@ -19,7 +19,9 @@ from vggexplorer.core.run.progress import Progress
 def engine_run_iter(config: dict[str, Any], cancel: threading.Event) -> Generator[Progress, None, Any]:
     """Child side of a run: the engine's own generator for ``RunConfig.from_dict(config)``, re-yielded with
     any result in it made plain (``plain_result``)."""
-    from vggexplorer.core.run.engine import FailAt, RunConfig, run_iter
+    from vggexplorer.core.model.config import RunConfig
+    from vggexplorer.core.run.engine import run_iter
+    from vggexplorer.core.run.tracer import FailAt
 
     config = dict(config)
     fail = config.pop("_fail_at", None)  # test hook: the engine's FailAt(module, phase)
