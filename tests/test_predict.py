@@ -14,7 +14,8 @@ from vggexplorer.cli import main
 from vggexplorer.core.model.config import RunConfig
 from vggexplorer.core.model.head import preset
 from vggexplorer.core.predict.gpus import GiB, MiB, adhoc_profile, find_profile
-from vggexplorer.core.predict.predictor import Predictor, _replay, predict
+from vggexplorer.core.predict.predictor import Predictor, predict
+from vggexplorer.core.predict.replay import replay_rows
 from vggexplorer.core.results.result import PHASES
 
 
@@ -147,7 +148,7 @@ def test_max_batch_is_the_largest_batch_that_fits() -> None:
 
     The allocator's verdict need not be monotonic in the batch (gap at 32×32 on 1 GiB fits at 323, not at
     324-326, fits again up to 355), so a bisection alone can stop at a lower boundary."""
-    from vggexplorer.core.predict.predictor import _key, _tensor_bound
+    from vggexplorer.core.predict.batch_model import model_key, tensor_bound
 
     cfg = _cfg("gap", batch=2, input_hw=(32, 32), mode="train")
     for cap in ("900MiB", "1GiB", "4GiB"):
@@ -155,7 +156,7 @@ def test_max_batch_is_the_largest_batch_that_fits() -> None:
         p = Predictor()
         best = p.max_batch(cfg, gpu)
         assert p.traces_run <= 3  # batch 2 and 3 (the model), one confirmation
-        bound = _tensor_bound(p._models[_key(cfg)], gpu.allocator_capacity_bytes, 1 << 16)
+        bound = tensor_bound(p._models[model_key(cfg)], gpu.allocator_capacity_bytes, 1 << 16)
         largest = next((b for b in range(bound - 1, 0, -1) if p.fits(replace(cfg, batch=b), gpu)), 0)
         print(f"gap 32×32 train on {cap}: max batch {best}, largest by brute force {largest}, bound {bound}")
         assert best == largest
@@ -183,8 +184,8 @@ def test_predict_with_max_batch_rtx3060() -> None:
 def test_replay_record_false_same_verdict(predictor: Predictor) -> None:
     ft = predictor.trace(_cfg(batch=2))
     gpu = adhoc_profile("2GiB")
-    a = _replay(ft, ft.rows, gpu, record=True)
-    b = _replay(ft, ft.rows, gpu, record=False)
+    a = replay_rows(ft, ft.rows, gpu, record=True)
+    b = replay_rows(ft, ft.rows, gpu, record=False)
     assert (a.oom is None) == (b.oom is None)
     assert a.model.peak_reserved_bytes == b.model.peak_reserved_bytes
 
@@ -326,7 +327,7 @@ def test_cli_calibrate_without_gpu(capsys: pytest.CaptureFixture[str]) -> None:
 
 def _calibrate_in_fresh_process(queue: Any) -> None:
     """Child (spawn): calibrate on a GPU nothing else touched; send the profile as a dict."""
-    from vggexplorer.core.predict.predictor import calibrate
+    from vggexplorer.core.predict.calibrate import calibrate
 
     queue.put(calibrate(save=False).to_dict())
 
@@ -542,7 +543,7 @@ def test_calibration_backward_gradient_is_contiguous_and_made_before_the_window(
     gradient calibrate passes is materialised and contiguous, so the node receives it as it is."""
     import torch
 
-    from vggexplorer.core.predict.predictor import backward_grad_for
+    from vggexplorer.core.predict.calibrate import backward_grad_for
 
     conv = torch.nn.Conv2d(3, 4, 3)
     seen: list[torch.Tensor] = []

@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
         )
     if not 0 <= args.device < torch.cuda.device_count():
         return fail(f"--device {args.device}: only {torch.cuda.device_count()} CUDA device(s) present")
-    from vggexplorer.core.predict.predictor import CalibrationError, calibrate
+    from vggexplorer.core.predict.calibrate import CalibrationError, calibrate
 
     try:
         prof = calibrate(args.device)

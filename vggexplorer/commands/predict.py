@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         spec = load_head(args.head, args.backbone)
         if not 1 <= args.iterations <= 100:
             return fail("--iterations must be 1..100 for a prediction")
-        config = run_config_from_args(args, spec, device="cpu", allocator_level=False, sample_hz=0.0)
+        config = run_config_from_args(args, spec).trace_key()
         predictor = Predictor(disk_cache=not args.no_cache)
         # a batch already traced (this process or, from the disk cache, an earlier one) needs no new trace
         pred = predictor.predict(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from vggexplorer.core.base.errors import VGGExplorerError
@@ -156,6 +156,11 @@ class RunConfig:
     @property
     def train(self) -> bool:
         return self.mode != "eval"
+
+    def trace_key(self) -> RunConfig:
+        """This config as a fake trace sees it: the device, the allocator level and device sampling change
+        nothing in the tensors the step program makes, so traces (and predictions) are keyed without them."""
+        return replace(self, device="cpu", allocator_level=False, sample_hz=0.0)
 
     def label(self) -> str:
         h, w = self.input_hw

@@ -89,7 +89,7 @@ def _code_digest() -> str:
 
 def cache_key(config: Any) -> str:
     """The key of ``config``'s batch model (a hex digest; the batch size is not part of it)."""
-    cfg = replace(config, batch=1, device="cpu", allocator_level=False, sample_hz=0.0)
+    cfg = replace(config.trace_key(), batch=1)
     doc = {
         "format": FORMAT,
         "torch": torch_version_string(),

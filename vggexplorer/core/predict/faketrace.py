@@ -237,7 +237,7 @@ def trace(config: Any, flavour: Flavour = "cuda") -> FakeTrace:
     """
     from vggexplorer.core.run.execution import execute
 
-    cfg = replace(config, device="cpu", warmup=config.warmup, allocator_level=False, sample_hz=0.0)
+    cfg = config.trace_key()
     t0 = time.perf_counter()
     # CUDA parameters make the optimizers default to their multi-tensor (foreach) path
     foreach = {"foreach": True} if flavour == "cuda" and cfg.mode == "train-step" else None

@@ -36,7 +36,7 @@ see ``Predictor.max_batch``), and the answer is confirmed with a real trace at m
 with the derived sizes, the search falls back to real traces throughout.
 
 Speed: a ``Predictor`` keeps traces and batch models per config (an LRU of 32); the GUI holds one. With
-``disk_cache=True`` verified batch models are stored on disk (``predict_cache``) for later processes.
+``disk_cache=True`` verified batch models are stored on disk (:mod:`.cache`) for later processes.
 """
 
 from __future__ import annotations
@@ -48,13 +48,21 @@ from typing import Any
 
 import numpy as np
 
-from vggexplorer.core.allocator.caching import AllocatorOOM, Block, CachingAllocatorModel
+from vggexplorer.core.allocator.caching import CachingAllocatorModel
 from vggexplorer.core.predict import cache as predict_cache
-from vggexplorer.core.predict.faketrace import FakeTrace, ModuleGeometry, Row, trace
+from vggexplorer.core.predict.batch_model import (
+    BatchModel,
+    fit_batch_model,
+    from_cached,
+    model_key,
+    tensor_bound,
+    to_cached,
+)
+from vggexplorer.core.predict.faketrace import FakeTrace, Row, trace
 from vggexplorer.core.predict.gpus import GpuProfile, torch_version_string
+from vggexplorer.core.predict.replay import OomAt, Replay, replay_rows
 from vggexplorer.core.results.meta import RunEnvironment, RunMeta
 from vggexplorer.core.results.result import (
-    CATEGORIES,
     PHASES,
     DeviceSamples,
     Fault,
@@ -74,10 +82,6 @@ __all__ = [
 
 MAX_BATCH = 1 << 16
 _SCAN = 16  # batches tried one by one below the tensor bound in the max-batch search
-_CAT = {c: i for i, c in enumerate(CATEGORIES)}
-_PHASE = {p: i for i, p in enumerate(PHASES)}
-_MATMUL_OPS = frozenset({"addmm", "mm", "bmm", "addmv", "mv", "baddbmm", "addbmm", "matmul", "addr", "dot"})
-_WS = _CAT["untracked_workspace"]
 
 #: labels carried by every predicted result (DESIGN: a predicted curve is always labelled as predicted)
 PREDICTED_NOTES = (
@@ -86,26 +90,6 @@ PREDICTED_NOTES = (
     "settings).",
     "Time axis: the fake trace's clock (event order is predicted; durations are not).",
 )
-
-
-@dataclass(frozen=True)
-class OomAt:
-    """Where the predicted run runs out of memory."""
-
-    layer: str
-    phase: str
-    iteration: int
-    requested_bytes: int
-    message: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "layer": self.layer,
-            "phase": self.phase,
-            "iteration": self.iteration,
-            "requested_bytes": self.requested_bytes,
-            "message": self.message,
-        }
 
 
 @dataclass
@@ -148,338 +132,6 @@ class Prediction:
         }
 
 
-# ---------------------------------------------------------------------------------------------- replay
-
-
-@dataclass
-class _Replay:
-    t: list[float]
-    delta: list[int]
-    allocated: list[int]
-    reserved: list[int]
-    process: list[int]
-    phase: list[int]
-    category: list[int]
-    op: list[int]
-    module: list[int]
-    iteration: list[int]
-    oom: OomAt | None
-    ws: dict[str, int]
-    model: CachingAllocatorModel
-    n_tensor_rows: int  # tensor rows replayed (all of them unless OOM)
-
-
-def _base(s: str) -> str:
-    return s.split(".")[0]
-
-
-def _replay(
-    ft: FakeTrace,
-    rows: list[Row],
-    gpu: GpuProfile,
-    *,
-    record: bool,
-    history: bool = False,
-    batch: int | None = None,
-) -> _Replay:
-    """Replay tensor rows (+ the profile's invisible allocations) through the allocator model.
-
-    ``batch``: the batch size ``rows`` are for (rows derived from a batch model carry another trace's
-    geometry; workspace sizes scale with the batch). Default: the trace's own.
-    """
-    cfg = ft.config
-    n_batch = cfg.batch if batch is None else batch
-    strings = ft.strings
-    model = CachingAllocatorModel(capacity=gpu.allocator_capacity_bytes, record_history=history)
-    conv_itemsize = 4 if cfg.dtype == "float32" else 2
-    policy = gpu.conv_workspace
-    geom = ft.geometry
-    blocks: dict[int, Block] = {}
-    ws0 = {"cublas": 0, "cublas_backward": 0, "cublaslt": 0, "conv_peak": 0}
-    out = _Replay([], [], [], [], [], [], [], [], [], [], None, ws0, model, 0)
-    context = gpu.cuda_context_bytes
-    kernels_loaded = False
-    # threads (main, autograd's device thread) that already hold a cuBLAS / cuBLASLt workspace
-    cublas_done: set[bool] = set()
-    lt_done: set[bool] = set()
-    fwd, bwd = _PHASE["forward"], _PHASE["backward"]
-    n = len(rows)
-    base_op = [_base(s) for s in strings]
-
-    def emit(r: Row, delta: int, cat: int) -> None:
-        if not record:
-            return
-        out.t.append(r.t)
-        out.delta.append(delta)
-        out.allocated.append(model.allocated_bytes)
-        out.reserved.append(model.reserved_bytes)
-        out.process.append(context + (gpu.lazy_kernels_bytes if kernels_loaded else 0) + model.reserved_bytes)
-        out.phase.append(r.phase)
-        out.category.append(cat)
-        out.op.append(r.op)
-        out.module.append(r.module)
-        out.iteration.append(r.iteration)
-
-    def oom(r: Row, e: AllocatorOOM, what: str) -> None:
-        layer = strings[r.module] if 0 <= r.module < len(strings) else ""
-        out.oom = OomAt(layer, PHASES[r.phase], r.iteration, e.requested, f"{what}: {e}")
-
-    def transient(r: Row, size: int, tag: str) -> bool:
-        if size <= 0:
-            return True
-        try:
-            b = model.malloc(size, tag=tag)
-        except AllocatorOOM as e:
-            oom(r, e, f"cuDNN workspace (estimate) of {size:,} B")
-            return False
-        out.ws["conv_peak"] = max(out.ws["conv_peak"], size)
-        emit(r, size, _WS)
-        model.free(b)
-        emit(r, -size, _WS)
-        return True
-
-    def kept(r: Row, size: int, tag: str, key: str) -> bool:
-        try:
-            model.malloc(size, tag=tag)
-        except AllocatorOOM as e:
-            oom(r, e, f"{tag} of {size:,} B")
-            return False
-        out.ws[key] = size
-        emit(r, size, _WS)
-        return True
-
-    for k in range(n):
-        r = rows[k]
-        if not kernels_loaded and r.phase == fwd:
-            kernels_loaded = True
-        d = r.delta
-        if d > 0:
-            old = blocks.get(r.sid)
-            try:
-                if old is not None:  # in-place growth (resize_): CUDA reallocates the whole storage
-                    new_size = old.requested_size + d
-                    blocks[r.sid] = model.malloc(new_size, tag=k)
-                    model.free(old)
-                else:
-                    blocks[r.sid] = model.malloc(d, tag=k)
-            except AllocatorOOM as e:
-                oom(r, e, f"tensor of {d:,} B")
-                return out
-            emit(r, d, r.category)
-        elif d < 0:
-            b = blocks.pop(r.sid, None)
-            if b is not None:
-                model.free(b)
-            emit(r, d, r.category)
-        out.n_tensor_rows = k + 1
-        # invisible allocations after the op's outputs (look ahead: the op's last output row)
-        if d <= 0:
-            continue
-        nxt = rows[k + 1] if k + 1 < n else None
-        last_of_op = nxt is None or not (nxt.delta > 0 and nxt.op == r.op and nxt.module == r.module)
-        if not last_of_op:
-            continue
-        op = base_op[r.op] if 0 <= r.op < len(base_op) else ""
-        if op in _MATMUL_OPS:
-            on_bwd_thread = r.phase == bwd  # CUDA backward nodes run on autograd's device thread
-            suffix = "_backward" if on_bwd_thread else ""
-            if on_bwd_thread not in cublas_done:
-                cublas_done.add(on_bwd_thread)
-                what = "cuBLAS workspace of autograd's device thread" if on_bwd_thread else "cuBLAS workspace"
-                if not kept(r, gpu.cublas_workspace_bytes, f"{what} (profile)", "cublas" + suffix):
-                    return out
-            lt = gpu.cublaslt_workspace_bytes
-            if on_bwd_thread not in lt_done and op == "addmm" and n_batch > 1 and lt > 0:
-                lt_done.add(on_bwd_thread)
-                key = "cublaslt" + suffix
-                if not kept(r, lt, "cuBLASLt workspace (profile)", key):
-                    return out
-        elif op in ("convolution", "convolution_backward") and r.phase in (fwd, bwd):
-            g = geom.get(strings[r.module] if 0 <= r.module < len(strings) else "")
-            if g is None or g.type != "Conv2d":
-                continue
-            per_sample = g.input_numel // g.input_shape[0] if g.input_shape and g.input_shape[0] else 0
-            size = policy.workspace(per_sample * n_batch * conv_itemsize, g.kernel)
-            calls = 1
-            if op == "convolution_backward":
-                # backward-data (when the input needs a gradient) and backward-weight, one after the other
-                n_out = 1
-                j = k - 1
-                while j >= 0 and rows[j].delta > 0 and rows[j].op == r.op and rows[j].module == r.module:
-                    n_out += 1
-                    j -= 1
-                calls = 2 if n_out >= 3 else 1
-            for _ in range(calls):
-                if not transient(r, size, "cuDNN conv workspace (estimate)"):
-                    return out
-    return out
-
-
-# ---------------------------------------------------------------------------------------------- batch model
-
-
-@dataclass
-class _BatchModel:
-    """Every event's size as ``a + b × batch`` (exact when the structure does not depend on the batch).
-
-    ``confirmed``: batches where a real trace gave exactly these rows (the two it was fitted from, then
-    every trace that matched); ``verified`` once a third one did.
-    """
-
-    template: FakeTrace
-    a: np.ndarray
-    b: np.ndarray
-    verified: bool = False
-    broken: bool = False
-    confirmed: set[int] = field(default_factory=set)
-
-    def rows_at(self, batch: int) -> list[Row]:
-        d = self.a + self.b * batch
-        return [
-            Row(r.t, int(x), r.sid, r.phase, r.op, r.module, r.iteration, r.category)
-            for r, x in zip(self.template.rows, d.tolist(), strict=True)
-        ]
-
-    def matches(self, ft: FakeTrace) -> bool:
-        rows = self.rows_at(ft.config.batch)
-        return len(rows) == len(ft.rows) and all(
-            _same(x, y) and x.delta == y.delta for x, y in zip(rows, ft.rows, strict=True)
-        )
-
-
-def _same(x: Row, y: Row) -> bool:
-    return (x.sid, x.phase, x.op, x.module, x.iteration, x.category) == (
-        y.sid,
-        y.phase,
-        y.op,
-        y.module,
-        y.iteration,
-        y.category,
-    )
-
-
-def _fit(t1: FakeTrace, t2: FakeTrace) -> _BatchModel | None:
-    n1, n2 = t1.config.batch, t2.config.batch
-    if (
-        n1 == n2
-        or len(t1.rows) != len(t2.rows)
-        or t1.strings[: len(t2.strings)] != t2.strings[: len(t1.strings)]
-    ):
-        return None
-    if not all(_same(x, y) for x, y in zip(t1.rows, t2.rows, strict=True)):
-        return None
-    d1 = np.fromiter((r.delta for r in t1.rows), np.int64, len(t1.rows))
-    d2 = np.fromiter((r.delta for r in t2.rows), np.int64, len(t2.rows))
-    diff = d2 - d1
-    if np.any(diff % (n2 - n1)):
-        return None
-    b = diff // (n2 - n1)
-    a = d1 - b * n1
-    return _BatchModel(t1, a, b, confirmed={n1, n2})
-
-
-def _key(config: Any) -> Any:
-    return replace(config, batch=1, device="cpu", allocator_level=False, sample_hz=0.0)
-
-
-def _to_cached(bm: _BatchModel) -> predict_cache.CachedModel:
-    ft = bm.template
-    rows = ft.rows
-    cols: dict[str, Any] = {
-        "a": bm.a,
-        "b": bm.b,
-        "delta": [r.delta for r in rows],
-        "sid": [r.sid for r in rows],
-        "phase": [r.phase for r in rows],
-        "op": [r.op for r in rows],
-        "module": [r.module for r in rows],
-        "iteration": [r.iteration for r in rows],
-        "category": [r.category for r in rows],
-    }
-    meta = {
-        "strings": list(ft.strings),
-        "spans": predict_cache.spans_to_json(ft.spans),
-        "geometry": [
-            [
-                g.name,
-                g.type,
-                list(g.input_shape),
-                list(g.output_shape),
-                list(g.kernel),
-                [list(p) for p in g.params],
-            ]
-            for g in ft.geometry.values()
-        ],
-        "layer_types": dict(ft.layer_types),
-        "output_shape": None if ft.output_shape is None else list(ft.output_shape),
-        "param_bytes": ft.param_bytes,
-        "rules": dict(ft.rules),
-        "trace_s": ft.trace_s,
-        "confirmed": sorted(bm.confirmed),
-    }
-    return predict_cache.CachedModel(
-        ft.config.batch,
-        np.fromiter((r.t for r in rows), np.float64, len(rows)),
-        {k: np.asarray(v, np.int64) for k, v in cols.items()},
-        meta,
-    )
-
-
-def _value(v: Any) -> Any:
-    return tuple(_value(x) for x in v) if isinstance(v, list) else v
-
-
-def _from_cached(config: Any, cm: predict_cache.CachedModel) -> _BatchModel | None:
-    m = cm.meta
-    try:
-        c = {k: v.tolist() for k, v in cm.columns.items()}
-        rows = [
-            Row(t, d, sid, ph, op, mod, it, cat)
-            for t, d, sid, ph, op, mod, it, cat in zip(
-                cm.t.tolist(),
-                c["delta"],
-                c["sid"],
-                c["phase"],
-                c["op"],
-                c["module"],
-                c["iteration"],
-                c["category"],
-                strict=True,
-            )
-        ]
-        geometry = {
-            str(g[0]): ModuleGeometry(
-                str(g[0]),
-                str(g[1]),
-                tuple(int(x) for x in g[2]),
-                tuple(int(x) for x in g[3]),
-                (int(g[4][0]), int(g[4][1])),
-                tuple((str(k), _value(v)) for k, v in g[5]),
-            )
-            for g in m["geometry"]
-        }
-        out = m["output_shape"]
-        ft = FakeTrace(
-            config=replace(config, batch=cm.template_batch),
-            flavour="cuda",
-            rows=rows,
-            strings=[str(x) for x in m["strings"]],
-            spans=predict_cache.spans_from_json(m["spans"]),
-            geometry=geometry,
-            layer_types={str(k): str(v) for k, v in m["layer_types"].items()},
-            output_shape=None if out is None else tuple(int(x) for x in out),
-            param_bytes=int(m["param_bytes"]),
-            trace_s=float(m["trace_s"]),
-            rules={str(k): int(v) for k, v in m["rules"].items()},
-        )
-    except (KeyError, TypeError, ValueError, IndexError):
-        return None
-    return _BatchModel(ft, cm.columns["a"], cm.columns["b"], verified=True, confirmed=cm.confirmed)
-
-
-# ---------------------------------------------------------------------------------------------- API
-
-
 class Predictor:
     """Predictions with a cache of traces and batch models (hold one per GUI/CLI session).
 
@@ -491,7 +143,7 @@ class Predictor:
         self.max_entries = max_entries
         self.disk_cache = disk_cache
         self._traces: OrderedDict[Any, FakeTrace] = OrderedDict()
-        self._models: OrderedDict[Any, _BatchModel] = OrderedDict()
+        self._models: OrderedDict[Any, BatchModel] = OrderedDict()
         self._looked_up: set[Any] = set()  # keys already looked up on disk
         self.traces_run = 0
         self.disk_hits = 0
@@ -502,22 +154,22 @@ class Predictor:
         while len(cache) > self.max_entries:
             cache.popitem(last=False)
 
-    def _model(self, config: Any) -> _BatchModel | None:
+    def _model(self, config: Any) -> BatchModel | None:
         """The batch model for ``config``'s structure: in memory, else from the disk cache."""
-        key = _key(config)
+        key = model_key(config)
         bm = self._models.get(key)
         if bm is None and self.disk_cache and key not in self._looked_up:
             self._looked_up.add(key)
             cm = predict_cache.load(config)
-            bm = _from_cached(config, cm) if cm is not None else None
+            bm = from_cached(config, cm) if cm is not None else None
             if bm is not None:
                 self.disk_hits += 1
                 self._remember(self._models, key, bm)
         return bm
 
-    def _store(self, bm: _BatchModel) -> None:
+    def _store(self, bm: BatchModel) -> None:
         if self.disk_cache and bm.verified and not bm.broken and bm.template.status == "ok":
-            predict_cache.save(bm.template.config, _to_cached(bm))
+            predict_cache.save(bm.template.config, to_cached(bm))
 
     def is_confirmed(self, config: Any) -> bool:
         """A real trace at ``config``'s batch gave exactly the batch model's rows (no new trace needed)."""
@@ -526,7 +178,7 @@ class Predictor:
 
     def trace(self, config: Any) -> FakeTrace:
         """The CUDA-mapped trace of ``config`` (cached)."""
-        key = replace(config, device="cpu", allocator_level=False, sample_hz=0.0)
+        key = config.trace_key()
         ft = self._traces.get(key)
         if ft is None:
             ft = trace(config, "cuda")
@@ -540,13 +192,13 @@ class Predictor:
     def _learn(self, ft: FakeTrace) -> None:
         if ft.status != "ok":
             return
-        key = _key(ft.config)
+        key = model_key(ft.config)
         bm = self._model(ft.config)
         batch = ft.config.batch
         if bm is None:
             for other_key, other in self._traces.items():
-                if _key(other_key) == key and other.config.batch != batch and other.status == "ok":
-                    fitted = _fit(other, ft)
+                if model_key(other_key) == key and other.config.batch != batch and other.status == "ok":
+                    fitted = fit_batch_model(other, ft)
                     if fitted is not None:
                         self._remember(self._models, key, fitted)
                     return
@@ -558,14 +210,14 @@ class Predictor:
             else:
                 bm.broken = True
 
-    def _batch_model(self, config: Any) -> _BatchModel | None:
+    def _batch_model(self, config: Any) -> BatchModel | None:
         bm = self._model(config)
         if bm is None:
             # a second trace one batch away fits the model
             other = config.batch + 1 if config.batch < MAX_BATCH else config.batch - 1
             self.trace(config)
             self.trace(replace(config, batch=other))
-            bm = self._models.get(_key(config))
+            bm = self._models.get(model_key(config))
         return None if bm is None or bm.broken else bm
 
     def predict(
@@ -575,7 +227,7 @@ class Predictor:
         t0 = time.perf_counter()
         rows: list[Row]
         derived = False
-        key = replace(config, device="cpu", allocator_level=False, sample_hz=0.0)
+        key = config.trace_key()
         bm = self._model(config) if derived_ok and key not in self._traces else None
         if bm is not None and not bm.broken:
             ft = bm.template
@@ -585,7 +237,7 @@ class Predictor:
             ft = self.trace(config)
             rows = ft.rows
         t1 = time.perf_counter()
-        rep = _replay(ft, rows, gpu, record=True, history=history, batch=config.batch)
+        rep = replay_rows(ft, rows, gpu, record=True, history=history, batch=config.batch)
         t2 = time.perf_counter()
         pred = _prediction(config, ft, rows, gpu, rep, derived)
         if derived and bm is not None and config.batch in bm.confirmed:
@@ -608,12 +260,12 @@ class Predictor:
         """Only the verdict (no curves): the fast path of the batch search."""
         bm = self._model(config) if derived_ok else None
         if bm is not None and not bm.broken:
-            rep = _replay(bm.template, bm.rows_at(config.batch), gpu, record=False, batch=config.batch)
+            rep = replay_rows(bm.template, bm.rows_at(config.batch), gpu, record=False, batch=config.batch)
             return rep.oom is None and bm.template.status == "ok"
         ft = self.trace(config)
         if ft.status != "ok":
             return False
-        return _replay(ft, ft.rows, gpu, record=False).oom is None
+        return replay_rows(ft, ft.rows, gpu, record=False).oom is None
 
     def max_batch(self, config: Any, gpu: GpuProfile, *, limit: int = MAX_BATCH) -> int:
         """Largest batch that fits on ``gpu`` (0 if batch 1 does not).
@@ -636,12 +288,12 @@ class Predictor:
                 return best
             ok = True
             b = best + 1 if best < limit else best
-            model = self._models.get(_key(config))
+            model = self._models.get(model_key(config))
             if 1 <= b <= limit and not (model is not None and not model.broken and b in model.confirmed):
                 ft = self.trace(replace(config, batch=b))
-                real = ft.status == "ok" and _replay(ft, ft.rows, gpu, record=False, batch=b).oom is None
+                real = ft.status == "ok" and replay_rows(ft, ft.rows, gpu, record=False, batch=b).oom is None
                 ok = real == (b == best)
-            model = self._models.get(_key(config))
+            model = self._models.get(model_key(config))
             if ok and model is not None and not model.broken:
                 return best
             use_model = False
@@ -658,7 +310,7 @@ class Predictor:
             # No batch from ``hi`` on fits. Below it the verdict need not be monotonic (fragmentation can
             # make batch N + k fit where N does not), so the batches just below are tried one by one: the
             # first that fits is then the largest there is. Past _SCAN of them: gallop down, then bisect.
-            lo, hi = 1, _tensor_bound(bm, gpu.allocator_capacity_bytes, limit)
+            lo, hi = 1, tensor_bound(bm, gpu.allocator_capacity_bytes, limit)
             for _ in range(_SCAN):
                 if hi - 1 <= lo:
                     break
@@ -692,31 +344,8 @@ class Predictor:
         return lo
 
 
-def _tensor_bound(bm: _BatchModel, capacity: int, limit: int) -> int:
-    """The smallest batch whose live tensors alone exceed ``capacity`` at some event (``limit + 1`` if none).
-
-    The allocator model holds at least the live tensors' bytes at every event and at most ``capacity``, so
-    no batch from there on fits. Each event's live total is affine in the batch with a slope ≥ 0, so the
-    peak is nondecreasing in the batch: bisection.
-    """
-
-    def peak(batch: int) -> int:
-        return int(np.cumsum(bm.a + bm.b * batch).max(initial=0))
-
-    if peak(limit) <= capacity:
-        return limit + 1
-    lo, hi = 0, limit  # peak(lo) <= capacity (or lo = 0), peak(hi) > capacity
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if peak(mid) > capacity:
-            hi = mid
-        else:
-            lo = mid
-    return hi
-
-
 def _prediction(
-    config: Any, ft: FakeTrace, rows: list[Row], gpu: GpuProfile, rep: _Replay, derived: bool
+    config: Any, ft: FakeTrace, rows: list[Row], gpu: GpuProfile, rep: Replay, derived: bool
 ) -> Prediction:
     strings = list(ft.strings)
     n = len(rows)
@@ -888,158 +517,3 @@ def conv_workspace_sizes(config: Any, gpu: GpuProfile) -> dict[str, int]:
         for name, g in module_geometry(config).items()
         if g.type == "Conv2d"
     }
-
-
-# ---------------------------------------------------------------------------------------------- calibrate
-
-
-class CalibrationError(RuntimeError):
-    """Calibration needs a CUDA GPU (and NVML for the context size)."""
-
-
-def backward_grad_for(y: Any) -> Any:
-    """A contiguous, materialised output gradient for ``y.backward(grad)`` (allocated by the caller's clock).
-
-    ``y.sum().backward()`` passes ``grad.expand(y.shape)`` (stride 0, tools/autograd/derivatives.yaml ``sum``)
-    to ``y``'s backward; convolution backward makes it contiguous, allocating a y-sized copy while it runs.
-    """
-    import torch
-
-    return torch.ones_like(y, memory_format=torch.contiguous_format)
-
-
-def calibrate(device: int = 0, *, save: bool = True) -> GpuProfile:
-    """Measure, on the GPU at hand, what the trace cannot see; save it as a calibrated profile.
-
-    One short run in this process (call it in a fresh process, before anything else touched CUDA):
-
-    - CUDA context: NVML process used − ``memory_reserved`` after CUDA init and a 1-element tensor.
-    - cuBLAS (and cuBLASLt) workspace: ``memory_allocated`` growth at the first ``mm`` (first ``addmm`` with a
-      bias and 4 rows) minus the output blocks.
-    - cuDNN convolution workspaces: ``max_memory_allocated`` during VGG-like convolutions (3×3 and a 7×7 with
-      4096 outputs, forward and backward) minus the tensors alive around the call; the largest ratio to the
-      input bytes becomes ``conv_workspace.fraction_of_input`` (cap: the largest workspace seen × 2).
-    - lazily loaded kernels: NVML process used − context − reserved after those calls.
-
-    Saved to ``user_profile_dir()/<name>.json`` with ``estimated: false``.
-    """
-    import re
-
-    import torch
-
-    from vggexplorer.core.devices import nvml
-    from vggexplorer.core.predict.gpus import ConvWorkspacePolicy, user_profile_dir
-
-    if not torch.cuda.is_available():
-        raise CalibrationError("calibration needs a CUDA GPU: torch.cuda.is_available() is False here")
-    dev = torch.device("cuda", device)
-    props = torch.cuda.get_device_properties(dev)
-    nv, why = nvml.device_for_torch(dev)
-
-    def process_used() -> int | None:
-        if nv is None:
-            return None
-        pm = nvml.process_memory(nv.handle)
-        return None if nvml.is_na(pm.used) else int(pm.used)
-
-    torch.cuda.synchronize(dev)
-    one = torch.empty(1, device=dev)
-    torch.cuda.synchronize(dev)
-    used0 = process_used()
-    reserved0 = torch.cuda.memory_reserved(dev)
-    context = (used0 - reserved0) if used0 is not None else None
-
-    def alloc_growth(fn: Any) -> int:
-        torch.cuda.synchronize(dev)
-        before = torch.cuda.memory_allocated(dev)
-        out = fn()
-        torch.cuda.synchronize(dev)
-        grown = torch.cuda.memory_allocated(dev) - before
-        out_bytes = sum(
-            ((t.untyped_storage().nbytes() + 511) // 512) * 512
-            for t in (out if isinstance(out, tuple) else (out,))
-        )
-        del out
-        return max(grown - out_bytes, 0)
-
-    a = torch.randn(4, 8, device=dev)
-    w = torch.randn(8, 8, device=dev)
-    bias = torch.randn(8, device=dev)
-    cublas = alloc_growth(lambda: a @ w)
-    cublaslt = alloc_growth(lambda: torch.addmm(bias, a, w))
-
-    fractions: list[float] = []
-    biggest = 0
-    torch.backends.cudnn.benchmark = False
-    for n, cin, cout, hw, k in ((8, 64, 64, 112, 3), (8, 256, 256, 56, 3), (4, 512, 4096, 12, 7)):
-        x = torch.randn(n, cin, hw, hw, device=dev, requires_grad=True)
-        conv = torch.nn.Conv2d(cin, cout, k).to(dev)
-        torch.cuda.synchronize(dev)
-        base = torch.cuda.memory_allocated(dev)
-        torch.cuda.reset_peak_memory_stats(dev)
-        y = conv(x)
-        torch.cuda.synchronize(dev)
-        fwd_ws = torch.cuda.max_memory_allocated(dev) - torch.cuda.memory_allocated(dev)
-        # the output gradient exists before the window: y.sum().backward() would hand convolution_backward
-        # an expanded stride-0 gradient (tools/autograd/derivatives.yaml, ``sum``: ``grad.expand(...)``),
-        # which cuDNN's backward copies contiguous inside the window — a y-sized block counted as workspace
-        grad = backward_grad_for(y)
-        torch.cuda.synchronize(dev)
-        base = torch.cuda.memory_allocated(dev)
-        torch.cuda.reset_peak_memory_stats(dev)
-        y.backward(grad)
-        torch.cuda.synchronize(dev)
-        bwd_ws = torch.cuda.max_memory_allocated(dev) - max(torch.cuda.memory_allocated(dev), base)
-        ws = max(fwd_ws, bwd_ws, 0)
-        in_bytes = x.numel() * x.element_size()
-        fractions.append(ws / in_bytes)
-        biggest = max(biggest, ws)
-        del x, conv, y, grad
-    # autograd's device thread gets its own cuBLAS workspace at its first matmul (handles are per thread,
-    # CublasHandlePool.cpp ``getCurrentCUDABlasHandle``): measured as the growth of a backward through an mm
-    # minus the gradient it returns; the predictor inserts one of ``cublas_workspace`` size per thread
-    a2 = torch.randn(4, 8, device=dev, requires_grad=True)
-    out2 = a2 @ w
-    g2 = backward_grad_for(out2)
-    torch.cuda.synchronize(dev)
-    before_bwd = torch.cuda.memory_allocated(dev)
-    out2.backward(g2)
-    torch.cuda.synchronize(dev)
-    grad_block = ((a2.grad.untyped_storage().nbytes() + 511) // 512) * 512 if a2.grad is not None else 0
-    cublas_bwd = max(torch.cuda.memory_allocated(dev) - before_bwd - grad_block, 0)
-    del a2, out2, g2
-    torch.cuda.synchronize(dev)
-    used1 = process_used()
-    kernels = (used1 - (context or 0) - torch.cuda.memory_reserved(dev)) if used1 is not None else None
-    del one
-    cc = (int(props.major), int(props.minor))
-    sources = [
-        f"calibrated on this machine with torch {torch.__version__}, CUDA {torch.version.cuda}, "
-        f"cuDNN {torch.backends.cudnn.version()} by vggexplorer calibrate",
-    ]
-    if context is None:
-        sources.append(f"CUDA context not measured ({why}); default estimate kept")
-    if cublas_bwd != cublas:
-        sources.append(
-            f"cuBLAS workspace of autograd's device thread measured {cublas_bwd:,} B, main thread "
-            f"{cublas:,} B: the predictor uses the main thread's size for both"
-        )
-    profile = GpuProfile(
-        name=str(props.name),
-        total_memory_bytes=int(props.total_memory),
-        compute_capability=cc,
-        cuda_context_bytes=int(context) if context is not None and context > 0 else 400 * 1024 * 1024,
-        lazy_kernels_bytes=int(kernels) if kernels is not None and kernels > 0 else 0,
-        cublas_workspace=int(cublas),
-        cublaslt_workspace=int(cublaslt),
-        conv_workspace=ConvWorkspacePolicy(max(fractions, default=0.0), max(2 * biggest, 1), True, True),
-        aliases=(),
-        estimated=context is None,
-        sources=tuple(sources),
-    )
-    if save:
-        slug = re.sub(r"[^a-z0-9]+", "-", profile.name.lower()).strip("-") or "gpu"
-        path = user_profile_dir() / f"{slug}.json"
-        profile.save(path)
-        profile = replace(profile, path=str(path))
-    return profile
