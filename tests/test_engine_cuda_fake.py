@@ -168,6 +168,28 @@ def test_ring_buffer_overflow_is_detected_and_anchored_at_the_end(monkeypatch: p
     assert all(e.total % 512 == 0 for e in src.events)
 
 
+def test_history_that_begins_after_the_first_tensor_is_said_to_start_mid_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The allocator stamps an ``alloc`` trace entry inside ``DeviceCachingAllocator::malloc``
+    (c10/cuda/CUDACachingAllocator.cpp, ``record_trace`` with ``getApproximateTime``), before the op that
+    asked returns and the tracer records the storage. So in a complete history the first ``alloc`` is no
+    later than the tracer's first row; a later one means the oldest entries are gone even below
+    ``max_entries`` (a ring buffer sized elsewhere, a restarted recording), and the run must say so."""
+    fake = FakeCuda(monkeypatch, stats(0, 0, 0))
+    src = source_with(fake)
+    trace, segments = hand_trace()
+    fake.snapshot = {"segments": segments, "device_traces": [trace]}
+    fake.counters = stats(20 * MiB + 4096, 22 * MiB, 20 * MiB + 4096)
+    src.stop()
+    first_alloc = next(r["time_s"] for r in src.trace or () if r["action"] == "alloc")
+    assert not src.note_late_start(first_alloc + 0.001)  # the tracer saw it after the allocator: complete
+    assert not any("starts" in n and "after the run's first tensor" in n for n in src.notes)
+    assert src.note_late_start(first_alloc - 1.0)  # the run's first tensor came a second before the trace
+    assert src.overflowed
+    assert any("oldest entries are missing" in n for n in src.notes), src.notes
+
+
 def test_counters_disagreeing_with_the_replay_are_reported(monkeypatch: pytest.MonkeyPatch) -> None:
     """Without overflow, the end-anchored replay starts at the counters read at the start; if it does not
     (a missed event), the notes say by how much rather than showing a silently shifted curve."""

@@ -9,6 +9,7 @@ from vggexplorer.core.results.result import Fault
 from vggexplorer.core.results.synthetic import synthetic_run
 from vggexplorer.core.results.wording import (
     describe_run,
+    measures_text,
     prediction_gpu,
     run_label,
     run_summary,
@@ -51,3 +52,20 @@ def test_run_summary_sentence() -> None:
     assert run_summary(r, outcome=True, full=False).startswith("out of memory at features.3 (forward): peak")
     r.fault = replace(r.fault, layer="")
     assert run_summary(r, outcome=True).startswith("out of memory at - (forward): ")
+
+
+def test_measures_text_gives_each_curve_its_rate_and_cuda_span_meaning() -> None:
+    """The plot's provenance line: on CUDA the NVML process series is read at a lower rate than the device
+    series (each curve says its own), and layer spans are host enqueue times (kernels run asynchronously)."""
+    cuda = synthetic_run(cuda=True)
+    assert cuda.device.device_used is not None and len(cuda.device)
+    cuda.device = replace(cuda.device, achieved_hz=1000.0, process_hz=100.0)
+    text = measures_text([cuda])
+    assert "device 1000 Hz, process 100 Hz" in text and "host enqueue times" in text
+    cpu = synthetic_run(cuda=False)
+    cpu.device = replace(cpu.device, achieved_hz=990.0, process_hz=0.0)
+    text = measures_text([cpu])
+    assert "990 Hz" in text and "process " not in text.split("sampled at")[1]
+    assert "host enqueue" not in text
+    predicted = synthetic_run(cuda=True, predicted=True)
+    assert "host enqueue" not in measures_text([predicted])

@@ -133,8 +133,24 @@ def measures_text(results: Sequence[RunResult]) -> str:
         lower = "lower plot: NVML (CUDA runs), process RSS (CPU runs)"
     if sources:
         lower += f" ({'; '.join(sources)})"
+    rates = sorted({_sample_rates(r) for r in results if len(r.device) and not r.predicted} - {""})
+    if rates:
+        lower += f", sampled at {'; '.join(rates)}"
     bits.append(lower)
+    if any(is_cuda(r) and not r.predicted for r in results):
+        bits.append("layer spans on CUDA: host enqueue times, not kernel completion")
     return " · ".join(bits)
+
+
+def _sample_rates(r: RunResult) -> str:
+    """``device 1000 Hz, process 100 Hz`` for a CUDA run (NVML's process list is read less often than the
+    device's memory), ``1000 Hz`` where both series have one rate."""
+    d = r.device
+    if d.achieved_hz <= 0:
+        return ""
+    if d.device_used is not None and 0 < d.process_hz < d.achieved_hz:
+        return f"device {d.achieved_hz:.0f} Hz, process {d.process_hz:.0f} Hz"
+    return f"{d.achieved_hz:.0f} Hz"
 
 
 def short_gpu_name(name: str) -> str:

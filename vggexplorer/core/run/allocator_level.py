@@ -265,8 +265,33 @@ class CudaHistorySource(AllocatorSource):
             out.append(_Block(t, da, alloc, addr, "", reserved, active))
         self.events = out
 
+    #: host-clock slack between the allocator's timestamp of an allocation and the tracer's row for it
+    START_SLACK_S = 0.005
+
+    def note_late_start(self, first_tensor_t: float | None) -> bool:
+        """Say so when the kept history begins after the run's first tensor allocation (True then).
+
+        The allocator stamps an allocation inside ``malloc``; the tracer's row for the same storage comes
+        after the op returned, so a complete history has its first ``alloc`` no later than the tracer's first
+        row. A later one means the oldest entries are gone although the count is below ``max_entries`` (the
+        ring buffer was sized by someone else, or recording was restarted): totals stay anchored at the end.
+        """
+        if self.overflowed or first_tensor_t is None:
+            return False
+        first = next((float(r["time_s"]) for r in self.trace or () if r["action"] == "alloc"), None)
+        if first is None or first <= first_tensor_t + self.START_SLACK_S:
+            return False
+        self.overflowed = True
+        self.notes.append(
+            f"CUDA memory history starts {first - first_tensor_t:.3f} s after the run's first tensor "
+            "allocation: its oldest entries are missing (the trace starts mid-run); totals are anchored at "
+            "the memory_stats() read at the end"
+        )
+        return True
+
     def timeline(self, tracer: Tracer) -> tuple[Timeline | None, list[dict[str, Any]] | None]:
         if self.events:
+            self.note_late_start(tracer.t[0] if tracer.t else None)
             return super().timeline(tracer)
         return tracer.cuda_counter_timeline(), self.trace
 
