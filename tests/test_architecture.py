@@ -82,6 +82,21 @@ def test_lazy_package_names_resolve_and_stay_lazy() -> None:
     assert r.stdout.strip() == ""
 
 
+def test_every_package_says_what_it_owns_and_exports_lazily() -> None:
+    """Each package of the core and of qt opens with a paragraph on what it owns and lists its public names
+    (resolved lazily, see the test above)."""
+    import importlib
+
+    pkgs = [m.name for m in pkgutil.walk_packages(vggexplorer.__path__, "vggexplorer.") if m.ispkg]
+    pkgs = [p for p in pkgs if p.startswith(("vggexplorer.core.", "vggexplorer.qt"))]
+    assert len(pkgs) >= 10, pkgs
+    for name in pkgs:
+        mod = importlib.import_module(name)
+        doc = (mod.__doc__ or "").strip()
+        assert len(doc) >= 200, f"{name}: its docstring should say in a paragraph what it owns"
+        assert list(getattr(mod, "__all__", [])), f"{name}: no public names re-exported"
+
+
 def test_no_file_over_the_line_limit() -> None:
     too_long = {}
     for path in sorted(ROOT.rglob("*.py")):
