@@ -110,3 +110,16 @@ def test_run_controls_are_a_view_of_the_session_settings(qtbot: QtBot) -> None:
     session.set_settings(RunSettings(preset=target.preset, backbone=target.backbone, device="cuda:7"))
     assert session.settings.device == "cuda:0" == controls.device_id()
     assert session.settings == controls.settings()
+
+
+def test_a_runs_tooltip_is_the_run_summary_sentence(qtbot: QtBot) -> None:
+    """The runs list says a run's peaks with the one summary sentence the status bar and CLI use."""
+    from vggexplorer.core.results.wording import run_summary
+
+    session = SessionModel()
+    r = synthetic_run(name="cuda run", head="fc", input_hw=64, batch=1, cuda=True)
+    session.add_run(r)
+    panel = RunsPanel(session)
+    qtbot.addWidget(panel)
+    tip = panel.list.item(0).toolTip()
+    assert run_summary(r, sep="<br>") in tip and "reserved" in tip and "process" in tip

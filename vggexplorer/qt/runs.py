@@ -1,6 +1,6 @@
 """The runs list (every finished run; names editable; tick two or more to overlay them) and the compare
 panel (difference tables by category and by layer, and the plain-language explanation from
-``core/results/compare.py``).
+``core.results.compare``).
 
 The runs list is a view of the session (``core/session``): it shows the session's runs and selection, follows
 its ``runs`` and ``selection`` events, and sends what the user does (tick, pick, rename, remove) to the
@@ -34,6 +34,7 @@ from PySide6.QtWidgets import (
 from vggexplorer.core.base.units import fmt_bytes, fmt_signed_bytes
 from vggexplorer.core.results.compare import Comparison, Diff, compare, explain
 from vggexplorer.core.results.result import RunResult
+from vggexplorer.core.results.wording import run_summary
 from vggexplorer.core.session.model import RunsChange, Selection, SessionModel
 
 RunIdRole = Qt.ItemDataRole.UserRole + 1
@@ -156,11 +157,7 @@ class RunsPanel(QWidget):
         tip = [f"<b>{result.name}</b>"]
         if result.predicted:
             tip.append("<i>predicted (allocator model), not measured</i>")
-        s = result.summary
-        tip.append(f"peak allocator {fmt_bytes(s.peak_allocated_bytes)}")
-        tip.append(f"peak tensors {fmt_bytes(s.peak_tensor_bytes)}")
-        if s.peak_reserved_bytes is not None:
-            tip.append(f"peak reserved {fmt_bytes(s.peak_reserved_bytes)}")
+        tip.append(run_summary(result, sep="<br>"))
         if result.fault is not None:
             f = result.fault
             tip.append(f"<span style='color:#a01414'>{f.kind}: {f.message} ({f.phase} · {f.layer})</span>")
