@@ -1,27 +1,27 @@
-"""The main window: composes the views over the head document, the session, and the run worker.
+"""The main window: it composes. It builds the models (the head document and its list model, the undo
+stack, the ``SessionModel`` of runs, selection, settings and prediction), hands them to the views, and wires
+signals, session events, actions and menus; the work lives elsewhere — ``RunController`` (run_controller.py)
+starts runs and puts their results in the session, ``FileActions`` (file_actions.py) opens, saves and exports,
+``WindowActions`` (actions.py) holds the actions and menus, ``PredictService`` (predict_panel.py) predicts.
 
-It owns no torch code: a run is started by handing the worker a factory that imports the engine and calls
-``run_iter`` *on the worker thread*; device discovery (NVML, CUDA) also runs on a thread. Views take their
-models in ``__init__`` (the head document; the ``SessionModel`` of runs, selection, settings and
-prediction); the window wires signals, session events, actions and menus.
+It owns no torch code: a run is started by handing the worker a factory that drives the engine in a child
+process; device discovery (NVML, CUDA) also runs in one, from a thread. What stays here is the window's own
+business: its layout, the staged view updates (``_defer``), the prediction wiring, the status bar, and the
+thin public methods (``start_run``, ``open_run``, ``export_plot``…) that delegate.
 """
 
 from __future__ import annotations
 
-import csv
 import gc
 import platform
-import threading
-from collections.abc import Callable, Generator
-from dataclasses import replace
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
+from PySide6.QtGui import QCloseEvent
 from PySide6.QtWidgets import (
-    QFileDialog,
     QGroupBox,
     QHBoxLayout,
     QLabel,
@@ -36,24 +36,15 @@ from PySide6.QtWidgets import (
 )
 
 from vggexplorer import __version__
-from vggexplorer.core.base.errors import VGGExplorerError
 from vggexplorer.core.base.units import fmt_bytes
-from vggexplorer.core.model.head import PRESET_NAMES, HeadDocument, HeadSpec, preset
-from vggexplorer.core.results.compare import comparison_to_markdown, comparison_to_rows
-from vggexplorer.core.results.meta import RunEnvironment, RunMeta
+from vggexplorer.core.model.head import HeadDocument, preset
 from vggexplorer.core.results.result import RunResult
 from vggexplorer.core.results.wording import run_summary
-from vggexplorer.core.run.accumulate import EngineAccumulator
-from vggexplorer.core.run.child import prewarm_fork_server, subprocess_call, subprocess_iter
+from vggexplorer.core.run.child import prewarm_fork_server, subprocess_call
 from vggexplorer.core.session.model import RunsChange, Selection, SessionModel
-from vggexplorer.core.session.settings import (
-    RunSettings,
-    blocked_reason,
-    head_label,
-    preset_of,
-    run_config,
-    settings_label,
-)
+from vggexplorer.core.session.settings import blocked_reason, head_label, preset_of, run_config
+from vggexplorer.qt.actions import WindowActions
+from vggexplorer.qt.file_actions import FileActions
 from vggexplorer.qt.head.head_model import HeadListModel
 from vggexplorer.qt.head.head_view import HeadView
 from vggexplorer.qt.head.palette import PaletteView
@@ -62,34 +53,16 @@ from vggexplorer.qt.head.undo import make_stack
 from vggexplorer.qt.layer_table import LayerTable
 from vggexplorer.qt.message_bar import MessageBar
 from vggexplorer.qt.plots.category_plot import CategoryPlot
-from vggexplorer.qt.plots.export import export_png, export_svg
 from vggexplorer.qt.plots.memory_plot import MemoryPlot
 from vggexplorer.qt.predict_panel import DEBOUNCE_MS, PredictionAnswer, PredictPanel, PredictService
+from vggexplorer.qt.run_controller import RunController, RunFactory, engine_run_factory
 from vggexplorer.qt.run_controls import CPU_CHOICE, DeviceChoice, RunControls
 from vggexplorer.qt.runs import ComparePanel, RunsPanel
 from vggexplorer.qt.settings import AppSettings
-from vggexplorer.qt.worker import CallWorker, GeneratorWorker, WorkerError
+from vggexplorer.qt.worker import CallWorker, WorkerError
 
-#: Live plots redraw at most this often while a run is going (10 Hz).
-REDRAW_INTERVAL_MS = 100
 #: The fork server for CPU runs starts this long after the window is built (after the first paint).
 PREWARM_DELAY_MS = 1500
-
-RunFactory = Callable[[RunSettings, HeadSpec], Callable[[threading.Event], Generator[Any, None, Any]]]
-
-
-def engine_run_factory(
-    settings: RunSettings, head: HeadSpec, *, fail_at: tuple[str, str] | None = None
-) -> Callable[[threading.Event], Generator[Any, None, Any]]:
-    """The real run: the engine's generator in a child process (see ``worker.py`` for why), driven from the
-    worker thread. The config crosses as the engine's own ``RunConfig.to_dict`` format."""
-    config = run_config(settings, head).to_dict()
-    if fail_at is not None:  # test hook: an allocation failure at (module, phase)
-        config["_fail_at"] = list(fail_at)
-    # CPU runs fork from the warm fork server (torch already imported); CUDA runs get a fresh process
-    fork = config["device"] == "cpu"
-    target = "vggexplorer.core.run.entries:engine_run_iter"
-    return lambda cancel: subprocess_iter(target, config, cancel, fork=fork)
 
 
 def find_devices() -> tuple[list[DeviceChoice], str, str]:
@@ -134,13 +107,8 @@ class MainWindow(QMainWindow):
         super().__init__()
         self.setObjectName("mainWindow")
         self.app_settings = settings if settings is not None else AppSettings()
-        self.run_factory: RunFactory = run_factory or engine_run_factory
         self.best_device = "cpu"
         self.device_status = "detecting devices…"
-        self._live: RunResult | None = None
-        self._live_dirty = False
-        self._run_name = ""
-        self._run_meta: RunMeta | None = None  # the labels the GUI gives the run in flight
         self._stale_tabs: set[str] = set()
         self._predict_gpu_saved = False
 
@@ -171,11 +139,29 @@ class MainWindow(QMainWindow):
         self.predict_timer.setSingleShot(True)
         self.predict_timer.setInterval(DEBOUNCE_MS)
         self.predict_timer.timeout.connect(self.request_prediction)
-        self.worker = GeneratorWorker(parent=self)
+        self.runner = RunController(
+            self,
+            session=self.session,
+            doc=self.doc,
+            controls=self.controls,
+            message_bar=self.message_bar,
+            run_factory=run_factory or engine_run_factory,
+            show_error=self.show_error,
+        )
+        self.worker = self.runner.worker
         self.device_worker = CallWorker(self)
-        self.redraw_timer = QTimer(self)
-        self.redraw_timer.setInterval(REDRAW_INTERVAL_MS)
-        self.redraw_timer.timeout.connect(self._redraw_live)
+        self.files = FileActions(
+            self,
+            settings=self.app_settings,
+            head_model=self.head_model,
+            session=self.session,
+            plot=self.plot,
+            compare_panel=self.compare_panel,
+            add_result=self.runner.add_result,
+            flush_updates=self.flush_updates,
+            refresh_comparison=self._refresh_stale_comparison,
+            show_error=self.show_error,
+        )
         self._stages: list[Callable[[], object]] = []
         self._stage_timer = QTimer(self)
         self._stage_timer.setSingleShot(True)
@@ -183,7 +169,6 @@ class MainWindow(QMainWindow):
         self._stage_timer.timeout.connect(self._run_stage)
 
         self._build_layout()
-        self._build_actions()
         self._build_menus()
         self._build_status_bar()
         self._connect()
@@ -312,105 +297,26 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(central)
         self.splitters = {"left": left, "right": right, "main": main, "middle": middle}
 
-    def _build_actions(self) -> None:
-        def act(
-            text: str,
-            slot: Callable[[], object],
-            shortcut: QKeySequence | QKeySequence.StandardKey | str | None = None,
-        ) -> QAction:
-            a = QAction(text, self)
-            if shortcut is not None:
-                a.setShortcut(QKeySequence(shortcut))
-            a.triggered.connect(lambda _=False: slot())
-            return a
-
-        self.open_head_action = act("&Open Head…", self.open_head_dialog, QKeySequence.StandardKey.Open)
-        self.save_head_action = act("&Save Head…", self.save_head_dialog, QKeySequence.StandardKey.Save)
-        self.open_run_action = act("Open &Run…", self.open_run_dialog, "Ctrl+Shift+O")
-        self.save_run_action = act("Sa&ve Run…", self.save_run_dialog, "Ctrl+Shift+S")
-        self.export_png_action = act("&PNG…", lambda: self.export_plot_dialog("png"))
-        self.export_svg_action = act("&SVG…", lambda: self.export_plot_dialog("svg"))
-        self.export_csv_action = act("Run as &CSV…", lambda: self.export_data_dialog("csv"))
-        self.export_json_action = act("Run as &JSON…", lambda: self.export_data_dialog("json"))
-        self.export_cmp_csv_action = act(
-            "Comparison as C&SV…", lambda: self.export_data_dialog("compare-csv")
-        )
-        self.export_cmp_md_action = act(
-            "Comparison as &Markdown…", lambda: self.export_data_dialog("compare-md")
-        )
-        self.quit_action = act("&Quit", self.close, QKeySequence.StandardKey.Quit)
-
-        self.undo_action = self.undo_stack.createUndoAction(self, "&Undo")
-        self.undo_action.setShortcuts([QKeySequence("Ctrl+Z")])
-        self.redo_action = self.undo_stack.createRedoAction(self, "&Redo")
-        self.redo_action.setShortcuts([QKeySequence("Ctrl+Shift+Z"), QKeySequence("Ctrl+Y")])
-
-        self.run_action = act("&Run", self.start_run, "Ctrl+R")
-        self.cancel_action = act("&Cancel", self.cancel_run, "Esc")
-        self.cancel_action.setEnabled(False)
-        self.about_action = act("&About VGG Memory Explorer", self.show_about)
-
     def _build_menus(self) -> None:
-        mb = self.menuBar()
-        file = mb.addMenu("&File")
-        file.addAction(self.open_head_action)
-        file.addAction(self.save_head_action)
-        presets = file.addMenu("&Presets")
-        self.preset_actions: dict[str, QAction] = {}
-        for name in PRESET_NAMES:
-            a = presets.addAction(name)
-            a.triggered.connect(lambda _=False, n=name: self.load_preset(n))
-            self.preset_actions[name] = a
-        file.addSeparator()
-        file.addAction(self.open_run_action)
-        file.addAction(self.save_run_action)
-        file.addSeparator()
-        exp_plot = file.addMenu("Export &Plot")
-        exp_plot.addAction(self.export_png_action)
-        exp_plot.addAction(self.export_svg_action)
-        exp_data = file.addMenu("Export &Data")
-        exp_data.addAction(self.export_csv_action)
-        exp_data.addAction(self.export_json_action)
-        exp_data.addSeparator()
-        exp_data.addAction(self.export_cmp_csv_action)
-        exp_data.addAction(self.export_cmp_md_action)
-        file.addSeparator()
-        file.addAction(self.quit_action)
-        self.file_menu = file
-
-        edit = mb.addMenu("&Edit")
-        edit.addAction(self.undo_action)
-        edit.addAction(self.redo_action)
-        edit.addSeparator()
-        edit.addAction(self.head_view.delete_action)
-        edit.addAction(self.head_view.duplicate_action)
-        edit.addAction(self.head_view.fix_action)
-        self.edit_menu = edit
-
-        run = mb.addMenu("&Run")
-        run.addAction(self.run_action)
-        run.addAction(self.cancel_action)
-        self.run_menu = run
-
-        view = mb.addMenu("&View")
-        for title, w in (
+        self.menu_actions = a = WindowActions(
+            self,
+            self.undo_stack,
+            files=self.files,
+            start_run=self.start_run,
+            cancel_run=self.cancel_run,
+            about=self.show_about,
+        )
+        self.open_head_action, self.open_run_action = a.open_head_action, a.open_run_action
+        self.undo_action, self.redo_action = a.undo_action, a.redo_action
+        self.run_action, self.cancel_action = a.run_action, a.cancel_action
+        panes = (
             ("Layer Palette", self.palette_box),
             ("Properties", self.properties_box),
             ("Runs", self.runs_box),
             ("Run Controls", self.run_toolbar),
-        ):
-            a = view.addAction(title)
-            a.setCheckable(True)
-            a.setChecked(True)
-            a.toggled.connect(w.setVisible)
-        view.addSeparator()
-        for i, title in enumerate(("Categories", "Layers Table", "Compare")):
-            a = view.addAction(f"Show {title}")
-            a.triggered.connect(lambda _=False, k=i: self.tabs.setCurrentIndex(k))
-        self.view_menu = view
-
-        helpm = mb.addMenu("&Help")
-        helpm.addAction(self.about_action)
+        )
+        a.build_menus(head_view=self.head_view, load_preset=self.load_preset, panes=panes, tabs=self.tabs)
+        self.file_menu = a.file_menu
 
     def _build_status_bar(self) -> None:
         sb = self.statusBar()
@@ -437,12 +343,9 @@ class MainWindow(QMainWindow):
         self.head_view.message.connect(self._show_status_message)
         self.head_model.reportChanged.connect(self._on_report)
         self.undo_stack.indexChanged.connect(self._on_document_changed)
-        self.worker.progressed.connect(self._on_progress)
-        self.worker.partial.connect(self._on_partial)
-        self.worker.finished.connect(self._on_finished)
-        self.worker.cancelled.connect(self._on_cancelled)
-        self.worker.errored.connect(self._on_errored)
-        self.worker.done.connect(self._on_run_done)
+        self.runner.started.connect(self._on_run_started)
+        self.runner.liveChanged.connect(self._on_live_changed)
+        self.runner.ended.connect(self._on_run_ended)
         self.device_worker.finished.connect(self._on_devices)
         self.device_worker.errored.connect(self._on_devices_error)
         self.session.events.runs.connect(self._on_session_runs)
@@ -578,156 +481,37 @@ class MainWindow(QMainWindow):
         dev_text = dev.short()
         self.setWindowTitle(f"VGG Memory Explorer — {spec.backbone} · {head_label(spec)} · {dev_text}")
 
-    # --- files: head ---
-    def _ask_path(self, kind: str, title: str, filt: str, save: bool, suffix: str) -> Path | None:
-        start = self.app_settings.last_dir(kind)
-        if save:
-            path, _ = QFileDialog.getSaveFileName(self, title, start, filt)
-        else:
-            path, _ = QFileDialog.getOpenFileName(self, title, start, filt)
-        if not path:
-            return None
-        p = Path(path)
-        if save and not p.suffix:
-            p = p.with_suffix(suffix)
-        self.app_settings.set_last_dir(kind, str(p.parent))
-        return p
+    # --- run (the lifecycle lives in RunController) ---
+    @property
+    def run_factory(self) -> RunFactory:
+        """How a run's generator is made (the engine in a child process; tests pass their own)."""
+        return self.runner.run_factory
 
-    def open_head_dialog(self) -> None:
-        p = self._ask_path("head", "Open head", "Head JSON (*.json);;All files (*)", False, ".json")
-        if p is not None:
-            self.open_head(p)
+    @run_factory.setter
+    def run_factory(self, factory: RunFactory) -> None:
+        self.runner.run_factory = factory
 
-    def open_head(self, path: Path) -> bool:
-        try:
-            spec = HeadSpec.load(path)
-        except VGGExplorerError as e:
-            self.show_error(f"Could not open head {path.name}: {e}")
-            return False
-        self.head_model.push_set_head(spec, f"Open {path.name}")
-        return True
-
-    def save_head_dialog(self) -> None:
-        p = self._ask_path("head", "Save head", "Head JSON (*.json)", True, ".json")
-        if p is not None:
-            self.save_head(p)
-
-    def save_head(self, path: Path) -> bool:
-        try:
-            self.doc.spec.save(path)
-        except (OSError, VGGExplorerError) as e:
-            self.show_error(f"Could not save head to {path}: {e}")
-            return False
-        self.statusBar().showMessage(f"Saved head to {path}", 5000)
-        return True
-
-    # --- run ---
     def start_run(self) -> bool:
         """Start a run with the current head and settings (False when blocked or already running)."""
-        if self.worker.running or self.controls.blocked_reason:
-            return False
-        s = self.session.settings
-        spec = self.doc.spec
-        label = head_label(spec)
-        name = self.session.unique_name(settings_label(s, label))
-        try:
-            run = run_config(s, spec)
-        except VGGExplorerError as e:
-            self.show_error(f"Cannot run this configuration: {e}")
-            return False
-        config = RunMeta(run, device=s.device, head_label=label, preset=preset_of(spec))
-        self._run_name, self._run_meta = name, config
-        self._live, self._live_dirty = None, False
-        self.message_bar.hide()
-        self.controls.set_running(True)
-        self.run_action.setEnabled(False)
-        self.cancel_action.setEnabled(True)
-        env = RunEnvironment(device=s.device, device_name=self.controls.device_choice().name())
-        self.worker.start(self.run_factory(s, spec), lambda: EngineAccumulator(name, config, env))
-        self.redraw_timer.start()
-        return True
+        return self.runner.start_run()
 
     def cancel_run(self) -> None:
-        if self.worker.running:
-            self.worker.cancel()
-            self.controls.show_status("cancelling…")
+        self.runner.cancel_run()
 
-    def _on_progress(self, p: Any) -> None:
-        self.controls.show_progress(
-            float(getattr(p, "fraction", 0.0)),
-            str(getattr(p, "phase", "") or ""),
-            str(getattr(p, "module", "") or ""),
-            str(getattr(p, "message", "") or ""),
-        )
+    def _on_run_started(self) -> None:
+        self.run_action.setEnabled(False)
+        self.cancel_action.setEnabled(True)
 
-    def _on_partial(self, partial: Any) -> None:
-        if isinstance(partial, RunResult):
-            self._live = partial
-            self._live_dirty = True
-
-    def _redraw_live(self) -> None:
-        if not self._live_dirty or self._live is None:
-            return
-        self._live_dirty = False
+    def _on_live_changed(self) -> None:
         self._defer(self._update_plot)
 
-    def _name_result(self, result: RunResult) -> RunResult:
-        result.name = self._run_name  # short and unique in the runs list (editable there)
-        meta, ours = result.config, self._run_meta
-        if ours is not None and not meta.head_label:
-            result.config = replace(meta, head_label=ours.head_label, preset=ours.preset)
-        return result
-
-    def _on_finished(self, result: Any) -> None:
-        if not isinstance(result, RunResult):
-            self.show_error(f"The run returned {type(result).__name__}, not a RunResult")
-            return
-        self._add_result(self._name_result(result))
-        if result.status != "ok" and result.fault is not None:
-            f = result.fault
-            what = "Out of memory" if result.status == "oom" else "The run failed"
-            self.show_error(
-                f"{what} in {f.phase or '?'} at {f.layer or '?'} (iteration {f.iteration + 1}): {f.message}. "
-                "The curves up to that point are kept.",
-            )
-        else:
-            self.controls.show_status(f"done · {self._summary_text(result)}", 1.0)
-
-    def _on_cancelled(self, result: Any) -> None:
-        where = ""
-        if isinstance(result, RunResult):
-            result = self._name_result(result)
-            if result.fault is not None:
-                where = f" in {result.fault.phase} at {result.fault.layer}"
-            if len(result.tensor) or len(result.allocator):
-                self._add_result(result)
-        self.controls.show_status("cancelled" + where)
-        self.message_bar.show_message("info", f"Run cancelled{where}. The partial curves are kept.")
-
-    def _on_errored(self, err: WorkerError) -> None:
-        where = " · ".join(x for x in (err.phase, err.module) if x)
-        text = f"The run failed{f' in {where}' if where else ''}: {err.message}"
-        if isinstance(err.partial, RunResult):
-            self._live = err.partial
-            self._live_dirty = True
-            self._redraw_live()
-            text += " — the partial curves stay in the plot."
-        self.controls.show_status("failed" + (f" · {where}" if where else ""))
-        self.show_error(text, err.traceback)
-
-    def _on_run_done(self) -> None:
-        self.redraw_timer.stop()
-        self.controls.set_running(False)
+    def _on_run_ended(self) -> None:
         self.cancel_action.setEnabled(False)
         self._update_blocked()
         # modules a first run imports and the views it builds live as long as the window: keep them out of
         # the cycle collector's full passes too (see freeze_long_lived_objects)
         self._defer(freeze_long_lived_objects)
         self._defer(self.runEnded.emit)  # after the views caught up with the result
-
-    def _add_result(self, result: RunResult) -> None:
-        self._live = None
-        self.session.add_run(result, ticked=True, current=True)
 
     @staticmethod
     def _summary_text(r: RunResult) -> str:
@@ -759,8 +543,9 @@ class MainWindow(QMainWindow):
 
     def _update_plot(self) -> None:
         shown = self.session.ticked()
-        if self._live is not None:  # a run going on, or the partial curves of one that failed
-            shown = [r for r in shown if r.name != self._live.name] + [self._live]
+        live = self.runner.live
+        if live is not None:  # a run going on, or the partial curves of one that failed
+            shown = [r for r in shown if r.name != live.name] + [live]
         # New curves, then their first paint in a later turn: the two together can exceed 50 ms.
         self.plot.setUpdatesEnabled(False)
         self.plot.set_results(shown)
@@ -799,6 +584,10 @@ class MainWindow(QMainWindow):
             a, b = (runs[0], runs[1]) if len(runs) >= 2 else (None, None)
             self.compare_panel.set_runs(self.session.runs(), a, b)
 
+    def _refresh_stale_comparison(self) -> None:
+        if "compare" in self._stale_tabs:
+            self.refresh_all_tabs()
+
     def refresh_all_tabs(self) -> None:
         """Bring every tab up to date now (exports, screenshots, tests)."""
         self.category_plot.set_results(self.session.ticked())
@@ -825,124 +614,44 @@ class MainWindow(QMainWindow):
     def current_run(self) -> RunResult | None:
         return self.session.current()
 
-    # --- files: runs and exports ---
+    # --- files (the work lives in FileActions) ---
+    def open_head_dialog(self) -> None:
+        self.files.open_head_dialog()
+
+    def open_head(self, path: Path) -> bool:
+        return self.files.open_head(path)
+
+    def save_head_dialog(self) -> None:
+        self.files.save_head_dialog()
+
+    def save_head(self, path: Path) -> bool:
+        return self.files.save_head(path)
+
     def open_run_dialog(self) -> None:
-        p = self._ask_path("run", "Open run", "Run JSON (*.json);;All files (*)", False, ".json")
-        if p is not None:
-            self.open_run(p)
+        self.files.open_run_dialog()
 
     def open_run(self, path: Path) -> RunResult | None:
-        from vggexplorer.core.results.runfile import load_run
-
-        try:
-            result = load_run(path)
-        except (OSError, ValueError, VGGExplorerError) as e:
-            self.show_error(f"Could not open run {path.name}: {e}")
-            return None
-        if not result.name:
-            result.name = path.stem
-        result.name = self.session.unique_name(result.name)
-        self._add_result(result)
-        self.flush_updates()
-        return result
+        return self.files.open_run(path)
 
     def save_run_dialog(self) -> None:
-        if self.current_run() is None:
-            self.show_error("No run to save: run the model or open a run first.", level="info")
-            return
-        p = self._ask_path("run", "Save run", "Run JSON (*.json)", True, ".json")
-        if p is not None:
-            self.save_run(p)
+        self.files.save_run_dialog()
 
     def save_run(self, path: Path, result: RunResult | None = None) -> bool:
-        from vggexplorer.core.results.runfile import save_run
-
-        r = result or self.current_run()
-        if r is None:
-            return False
-        try:
-            save_run(r, path)
-        except (OSError, ValueError, VGGExplorerError) as e:
-            self.show_error(f"Could not save run to {path}: {e}")
-            return False
-        self.statusBar().showMessage(f"Saved {r.name} to {path}", 5000)
-        return True
+        return self.files.save_run(path, result)
 
     def export_plot_dialog(self, fmt: str) -> None:
-        if not self.plot.results:
-            self.show_error("Nothing to export yet: run the model or open a run.", level="info")
-            return
-        filt = "PNG image (*.png)" if fmt == "png" else "SVG image (*.svg)"
-        p = self._ask_path("export", f"Export plot as {fmt.upper()}", filt, True, f".{fmt}")
-        if p is not None:
-            self.export_plot(p, fmt)
+        self.files.export_plot_dialog(fmt)
 
     def export_plot(self, path: Path, fmt: str | None = None) -> bool:
         """The plot as shown (one run or the overlay of the ticked runs) as PNG or SVG."""
-        fmt = fmt or path.suffix.lstrip(".").lower()
-        self.flush_updates()
-        try:
-            if fmt == "png":
-                export_png(self.plot, path)
-            elif fmt == "svg":
-                export_svg(self.plot, path)
-            else:
-                raise ValueError(f"unknown plot format {fmt!r}: use png or svg")
-        except (OSError, ValueError, TypeError) as e:
-            self.show_error(f"Could not export the plot to {path}: {e}")
-            return False
-        self.statusBar().showMessage(f"Exported plot to {path}", 5000)
-        return True
+        return self.files.export_plot(path, fmt)
 
     def export_data_dialog(self, kind: str) -> None:
-        filt, suffix = {
-            "csv": ("CSV (*.csv)", ".csv"),
-            "json": ("Run JSON (*.json)", ".json"),
-            "compare-csv": ("CSV (*.csv)", ".csv"),
-            "compare-md": ("Markdown (*.md)", ".md"),
-        }[kind]
-        p = self._ask_path("export", "Export data", filt, True, suffix)
-        if p is not None:
-            self.export_data(p, kind)
+        self.files.export_data_dialog(kind)
 
     def export_data(self, path: Path, kind: str) -> bool:
         """``csv``/``json``: the current run; ``compare-csv``/``compare-md``: the comparison shown."""
-        self.flush_updates()
-        try:
-            if kind in ("csv", "json"):
-                r = self.current_run()
-                if r is None:
-                    raise ValueError("no run selected")
-                from vggexplorer.core.results import runfile
-
-                if kind == "csv":
-                    runfile.write_csv(r, path)
-                else:
-                    runfile.save_run(r, path)
-            else:
-                if "compare" in self._stale_tabs:
-                    self.refresh_all_tabs()
-                c = self.compare_panel.comparison
-                if c is None:
-                    raise ValueError("no comparison: tick two runs and press Compare")
-                from vggexplorer.core.base.fileio import atomic_write_text
-
-                if kind == "compare-md":
-                    atomic_write_text(path, comparison_to_markdown(c))
-                else:
-                    rows = comparison_to_rows(c)
-                    import io
-
-                    buf = io.StringIO()
-                    w = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else ["section"])
-                    w.writeheader()
-                    w.writerows(rows)
-                    atomic_write_text(path, buf.getvalue())
-        except (OSError, ValueError, VGGExplorerError) as e:
-            self.show_error(f"Could not export to {path}: {e}")
-            return False
-        self.statusBar().showMessage(f"Exported to {path}", 5000)
-        return True
+        return self.files.export_data(path, kind)
 
     # --- devices and status bar ---
     def _on_devices(self, value: tuple[list[DeviceChoice], str, str]) -> None:
@@ -988,11 +697,8 @@ class MainWindow(QMainWindow):
 
     def shutdown(self, timeout: float = 30.0) -> None:
         """Cancel a run and join every thread this window started."""
-        self.redraw_timer.stop()
         self.predict_timer.stop()
-        if self.worker.running:
-            self.worker.cancel()
-        self.worker.join(timeout)
+        self.runner.shutdown(timeout)
         self.device_worker.join(timeout)
         self.predict_service.stop()
 
