@@ -75,7 +75,10 @@ def test_lazy_package_names_resolve_and_stay_lazy() -> None:
         "    if new:\n"
         "        print('eager', p, sorted(new))\n"
         "    for n in names:\n"
-        "        getattr(mod, n)\n"
+        "        first = getattr(mod, n)\n"
+        "        importlib.import_module(getattr(first, '__module__', None) or p)\n"
+        "        if getattr(mod, n) is not first or type(first).__name__ == 'module':\n"
+        "            print('shadowed', p, n)\n"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
@@ -109,3 +112,23 @@ def test_no_file_over_the_line_limit() -> None:
     )
     for rel in LONG_FILES:
         assert (ROOT.parent / rel).exists(), f"LONG_FILES names a file that is gone: {rel}"
+
+
+def test_the_prediction_cache_key_covers_every_package_a_trace_imports() -> None:
+    """The cache key digests the code of the packages a fake trace depends on; a package the trace imports
+    but the key leaves out would let an edited module meet an old cache entry."""
+    from vggexplorer.core.predict.cache import _TRACE_PACKAGES
+
+    code = (
+        "import sys\n"
+        "import vggexplorer.core.predict.faketrace, vggexplorer.core.run.execution\n"
+        "core = {m.split('.')[2] for m in sys.modules if m.startswith('vggexplorer.core.')}\n"
+        "print(' '.join(sorted(core)))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    imported = set(r.stdout.split())
+    assert {"model", "run", "predict"} <= imported
+    assert imported <= set(_TRACE_PACKAGES), (
+        f"not in the cache key: {sorted(imported - set(_TRACE_PACKAGES))}"
+    )

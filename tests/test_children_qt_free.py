@@ -1,6 +1,6 @@
 """The torch child processes never import Qt: each child entry is started the way the app starts it (a CPU
-run forked from the fork server, device discovery spawned, the prediction service spawned by
-PredictService), does real work, and then reports which modules it has imported."""
+run forked from the fork server, a run spawned as CUDA runs are, device discovery spawned, the prediction
+service spawned by PredictService), does real work, and then reports which modules it has imported."""
 
 from __future__ import annotations
 
@@ -40,6 +40,19 @@ def test_run_child_forked_from_the_fork_server_imports_no_qt() -> None:
     )
     assert progress and result.status == "ok" and len(result.tensor) > 0
     # the engine ran in that child (the probe sees imports); nothing of Qt is there
+    assert modules == ["vggexplorer.core.run.engine"]
+    assert multiprocessing.active_children() == []
+
+
+def test_run_child_spawned_as_for_cuda_imports_no_qt() -> None:
+    """CUDA runs get a freshly spawned process (no driver state inherited from a fork): the spawn path
+    re-imports the parent's main module there, so it is checked too — here with a CPU config, the same
+    entry and the same spawn."""
+    payload = ("vggexplorer.core.run.entries:engine_run_iter", CONFIG, (*QT, "vggexplorer.core.run.engine"))
+    progress, (result, modules) = _drive(
+        subprocess_iter("vggexplorer.core.run.child:probe_iter", payload, threading.Event(), fork=False)
+    )
+    assert progress and result.status == "ok"
     assert modules == ["vggexplorer.core.run.engine"]
     assert multiprocessing.active_children() == []
 

@@ -173,3 +173,20 @@ def test_cublaslt_shares_the_cublas_workspace_by_default(monkeypatch: pytest.Mon
     assert find_profile("3060").cublaslt_workspace_bytes == 0
     monkeypatch.setenv("TORCH_CUBLASLT_UNIFIED_WORKSPACE", "0")
     assert find_profile("3060").cublaslt_workspace_bytes == 1024 * 1024
+
+
+def test_a_profile_that_is_not_a_regular_file_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    """A FIFO reports size 0 and blocks a plain read forever; like every user file, a GPU profile is read
+    through the one bounded read, which refuses anything but a regular file before opening it."""
+    import os
+
+    from vggexplorer.core.predict.gpus import GpuError, load_profile
+
+    fifo = tmp_path / "profile.json"
+    os.mkfifo(fifo)
+    with pytest.raises(GpuError, match="not a regular file"):
+        load_profile(fifo)
+    big = tmp_path / "big.json"
+    big.write_text(" " * (2 << 20))
+    with pytest.raises(GpuError, match="over the limit"):
+        load_profile(big)

@@ -13,10 +13,10 @@ from PySide6.QtCore import QModelIndex, Qt
 from pytestqt.qtbot import QtBot
 
 from vggexplorer.core.base.units import GiB
+from vggexplorer.core.predict.service import PredictionAnswer
 from vggexplorer.core.results.synthetic import synthetic_run
 from vggexplorer.qt.main_window import MainWindow
 from vggexplorer.qt.plots.style import PREDICTED_STYLE
-from vggexplorer.qt.predict_panel import PredictionAnswer
 from vggexplorer.qt.settings import AppSettings
 
 #: the first answer pays for the child's start (spawn, import torch) and the first fake trace

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -350,7 +351,17 @@ def _in_fresh_process(target: Any, *args: Any) -> Any:
     proc = ctx.Process(target=target, args=(q, *args))
     proc.start()
     try:
-        return q.get(timeout=600)
+        import queue as _queue
+
+        deadline = time.monotonic() + 600
+        while True:  # a child that died (CUDA error, crash) is an error at once, not after the deadline
+            try:
+                return q.get(timeout=1.0)
+            except _queue.Empty:
+                if not proc.is_alive():
+                    raise AssertionError(f"the child process died (exit {proc.exitcode})") from None
+                if time.monotonic() > deadline:
+                    raise
     finally:
         proc.join(60)
 

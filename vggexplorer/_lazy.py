@@ -17,6 +17,11 @@ def attach(
 ) -> tuple[Callable[[str], Any], Callable[[], list[str]], list[str]]:
     """``__getattr__``, ``__dir__`` and ``__all__`` for ``package``; ``exports`` maps module → names."""
     where = {name: module for module, names in exports.items() for name in names}
+    # a name equal to one of the package's modules would be replaced by that module once it is imported
+    # (the import system sets the package attribute): such names cannot be re-exported
+    clash = sorted(set(where) & set(exports))
+    if clash:
+        raise ValueError(f"{package}: {clash} name both a module and an exported name")
 
     def __getattr__(name: str) -> Any:
         module = where.get(name)

@@ -30,10 +30,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def replay_main(path: str, as_json: bool = False) -> int:
+    """Replay one file and print the report: 0 = replay matches, 1 = it does not, 2 = refused."""
     from vggexplorer.core.allocator.snapshot import SnapshotError, load_snapshot
     from vggexplorer.core.allocator.snapshot_replay import replay
 
-    """Replay one file and print the report: 0 = replay matches, 1 = it does not, 2 = refused."""
     try:
         snap = load_snapshot(path)
     except SnapshotError as exc:

@@ -38,6 +38,7 @@ from PySide6.QtWidgets import (
 from vggexplorer import __version__
 from vggexplorer.core.base.units import fmt_bytes
 from vggexplorer.core.model.head import HeadDocument, preset
+from vggexplorer.core.predict.service import PredictionAnswer
 from vggexplorer.core.results.result import RunResult
 from vggexplorer.core.results.wording import run_summary
 from vggexplorer.core.run.child import prewarm_fork_server, subprocess_call
@@ -54,7 +55,7 @@ from vggexplorer.qt.layer_table import LayerTable
 from vggexplorer.qt.message_bar import MessageBar
 from vggexplorer.qt.plots.category_plot import CategoryPlot
 from vggexplorer.qt.plots.memory_plot import MemoryPlot
-from vggexplorer.qt.predict_panel import DEBOUNCE_MS, PredictionAnswer, PredictPanel, PredictService
+from vggexplorer.qt.predict_panel import DEBOUNCE_MS, PredictPanel, PredictService
 from vggexplorer.qt.run_controller import RunController, RunFactory, engine_run_factory
 from vggexplorer.qt.run_controls import CPU_CHOICE, DeviceChoice, RunControls
 from vggexplorer.qt.runs import ComparePanel, RunsPanel
@@ -358,6 +359,7 @@ class MainWindow(QMainWindow):
         self.predict_panel.targetChanged.connect(self._on_predict_target)
         self.predict_panel.showToggled.connect(self._on_show_prediction)
         self.predict_service.answered.connect(self._on_prediction)
+        self.session.events.prediction.connect(self._on_session_prediction)
         self.predict_service.maxBatch.connect(self._on_max_batch)
         self.predict_service.failed.connect(self._on_prediction_failed)
 
@@ -370,8 +372,7 @@ class MainWindow(QMainWindow):
     @property
     def prediction(self) -> PredictionAnswer | None:
         """The latest prediction shown (the session's)."""
-        p = self.session.prediction
-        return p if isinstance(p, PredictionAnswer) else None
+        return self.session.prediction
 
     def _prediction_config(self) -> dict[str, Any]:
         # the trace runs on CPU fake tensors and is mapped to CUDA
@@ -384,9 +385,8 @@ class MainWindow(QMainWindow):
         issue = self.head_model.report.issue
         if issue is not None:
             self.predict_service.latest_id += 1  # whatever is in flight is stale now
-            self.session.set_prediction(None)
+            self.session.set_prediction(None)  # the curves follow the session's event
             self.predict_panel.show_blocked(str(issue))
-            self.plot.set_prediction(None)
             return None
         self.predict_panel.show_busy()
         return self.predict_service.request(
@@ -400,10 +400,13 @@ class MainWindow(QMainWindow):
     def _on_prediction(self, a: PredictionAnswer) -> None:
         if a.request_id != self.predict_service.latest_id:
             return  # an older config's answer: a newer request is out
-        self.session.set_prediction(a)
-        self.predict_panel.show_answer(a)
-        self._show_prediction_curves()
+        self.session.set_prediction(a)  # the panel and the curves follow the session's event
         self.predictionReady.emit(a)
+
+    def _on_session_prediction(self, a: PredictionAnswer | None) -> None:
+        if a is not None:
+            self.predict_panel.show_answer(a)
+        self._show_prediction_curves()
 
     def _show_prediction_curves(self) -> None:
         a = self.prediction
@@ -513,10 +516,6 @@ class MainWindow(QMainWindow):
         self._defer(freeze_long_lived_objects)
         self._defer(self.runEnded.emit)  # after the views caught up with the result
 
-    @staticmethod
-    def _summary_text(r: RunResult) -> str:
-        return run_summary(r)
-
     # --- runs, plots, compare ---
     def _on_session_runs(self, change: RunsChange) -> None:
         """A run added, removed or renamed: the plot and tabs show names and the ticked runs."""
@@ -539,7 +538,7 @@ class MainWindow(QMainWindow):
         self._defer(self._update_plot)
         self._defer(self._refresh_visible_tab)
         if len(runs) == 1:
-            self.statusBar().showMessage(f"{runs[0].name}: {self._summary_text(runs[0])}", 10000)
+            self.statusBar().showMessage(f"{runs[0].name}: {run_summary(runs[0])}", 10000)
 
     def _update_plot(self) -> None:
         shown = self.session.ticked()

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import threading
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from PySide6.QtCore import QObject, Qt, Signal
@@ -33,8 +32,7 @@ from PySide6.QtWidgets import (
 
 from vggexplorer.core.base.units import GiB, fmt_bytes
 from vggexplorer.core.predict.gpus import GpuError, GpuProfile, find_profile, list_profiles
-from vggexplorer.core.predict.service import serve
-from vggexplorer.core.results.result import RunResult
+from vggexplorer.core.predict.service import PredictionAnswer, serve
 from vggexplorer.core.results.wording import short_gpu_name
 from vggexplorer.core.run.child import end_process
 
@@ -46,28 +44,6 @@ DEBOUNCE_MS = 150
 
 
 # --- GUI side --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PredictionAnswer:
-    """One prediction as the window sees it (plain data; ``result`` is the predicted RunResult)."""
-
-    request_id: int
-    result: RunResult
-    fits: bool
-    oom_at: dict[str, Any] | None
-    error: str
-    peak_allocated_bytes: int
-    peak_reserved_bytes: int
-    peak_process_bytes: int
-    gpu_name: str
-    total_memory_bytes: int
-    estimated: bool
-    ms: float
-
-    @staticmethod
-    def from_payload(rid: int, d: dict[str, Any]) -> PredictionAnswer:
-        return PredictionAnswer(rid, **d)
 
 
 class PredictService(QObject):

@@ -41,8 +41,6 @@ RunIdRole = Qt.ItemDataRole.UserRole + 1
 MORE = QColor(176, 40, 30)
 LESS = QColor(30, 120, 50)
 
-STATUS_MARK = {"ok": "", "cancelled": " (cancelled)", "oom": " (out of memory)", "error": " (error)"}
-
 
 class RunsPanel(QWidget):
     """A list of the session's runs. Ticked runs are overlaid in the plot; the current one fills the layer

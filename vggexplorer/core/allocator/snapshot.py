@@ -38,7 +38,6 @@ MAX_SNAPSHOT_BYTES = 256 * 1024 * 1024
 MAX_REPORTED_MISMATCHES = 20
 
 ALLOCATED_STATES = frozenset({"active_allocated", "active_pending_free"})
-KNOWN_BLOCK_STATES = frozenset({"active_allocated", "active_pending_free", "inactive"})
 
 
 class SnapshotError(VGGExplorerError):

@@ -15,7 +15,7 @@ from vggexplorer._lazy import attach
 __getattr__, __dir__, __all__ = attach(
     __name__,
     {
-        "calibrate": ["CalibrationError", "calibrate"],
+        "calibrate": ["CalibrationError"],
         "gpus": ["GpuProfile", "adhoc_profile", "find_profile", "list_profiles"],
         "predictor": ["MAX_BATCH", "Prediction", "Predictor", "max_batch", "predict"],
     },

@@ -90,7 +90,6 @@ def calibrate(device: int = 0, *, save: bool = True) -> GpuProfile:
         x = torch.randn(n, cin, hw, hw, device=dev, requires_grad=True)
         conv = torch.nn.Conv2d(cin, cout, k).to(dev)
         torch.cuda.synchronize(dev)
-        base = torch.cuda.memory_allocated(dev)
         torch.cuda.reset_peak_memory_stats(dev)
         y = conv(x)
         torch.cuda.synchronize(dev)

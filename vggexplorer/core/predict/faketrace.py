@@ -1,9 +1,9 @@
 """Trace without computing: the configured run on meta (or CPU fake) tensors, then mapped to what CUDA does.
 
-Step 1 — the CPU trace. :func:`trace` calls the engine's own step program (``engine.execute(config,
+Step 1 — the CPU trace. :func:`trace` calls the engine's own step program (``execution.execute(config,
 fake=True)``: setup, forward, loss, backward, optimizer, zero_grad, under the engine's ``Tracer``) on meta
 tensors, or for autocast and channels_last runs inside a ``FakeTensorMode`` on CPU fake tensors
-(``engine.fake_device``). Nothing is computed and no memory is taken, yet every tensor storage
+(``execution.fake_device``). Nothing is computed and no memory is taken, yet every tensor storage
 the run would allocate or free is recorded with op, module, phase and category. Because it *is* the
 engine's code and tracer, the CPU-flavoured trace equals the engine's measured CPU tensor timeline event for
 event, byte for byte (``tests/test_faketrace.py`` checks every preset in eval, train and train-step).
@@ -77,7 +77,6 @@ __all__ = [
 ]
 
 Flavour = Literal["cpu", "cuda"]
-_BN_OPS = ("native_batch_norm", "_native_batch_norm_legit", "_batch_norm_with_update")
 _CAT = {c: i for i, c in enumerate(CATEGORIES)}
 _PHASE = {p: i for i, p in enumerate(PHASES)}
 

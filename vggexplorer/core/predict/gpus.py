@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from vggexplorer.core.base.errors import VGGExplorerError
+from vggexplorer.core.base.fileio import read_bounded
 from vggexplorer.core.base.units import GiB, MiB, fmt_bytes, parse_bytes
 
 __all__ = [
@@ -343,12 +344,9 @@ class GpuProfile:
 
 def load_profile(path: str | Path) -> GpuProfile:
     p = Path(path)
+    raw = read_bounded(p, MAX_PROFILE_BYTES, "GPU profile", GpuError, refused=f"{p.name}: ")
     try:
-        if p.stat().st_size > MAX_PROFILE_BYTES:
-            raise GpuError(f"{p.name}: a GPU profile is at most {MAX_PROFILE_BYTES:,} bytes")
-        data = json.loads(p.read_text("utf-8"))
-    except OSError as e:
-        raise GpuError(f"cannot read {p}: {e.strerror or e}") from None
+        data = json.loads(raw.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as e:
         raise GpuError(f"{p.name}: not valid JSON: {e}") from None
     return replace(GpuProfile.from_dict(data, where=p.name), path=str(p))

@@ -272,13 +272,14 @@ class Predictor:
 
         Candidates are replays of the batch model, searched down from a bound no batch can reach (the live
         tensors alone exceed the allocator's capacity): one by one for the first ``_SCAN`` batches below it
-        (exact: the first that fits is the largest), then galloping down and by bisection (which assumes the
-        verdict is monotonic in the batch; fragmentation can make it not quite so). Without a batch model:
-        exponentially up from 1, then bisection. The answer
-        is confirmed with a real trace at ``best + 1`` (at ``best`` when that is the limit): a third batch,
-        beyond the two the model was fitted from, where the model must give exactly the traced rows and the
-        same verdict; if it does not, the search is redone with real traces. A batch where a trace already
-        gave exactly the model's rows needs no new trace: its replay is the same.
+        (exact: the first that fits is the largest), then galloping down; the bracket the gallop leaves is
+        bisected while it is wider than ``2 × _SCAN`` (bisection assumes the verdict is monotonic in the
+        batch; fragmentation can make it not quite so) and then tried from its top down. Without a batch
+        model: exponentially up from 1, then the same. The answer is confirmed with a real trace at
+        ``best + 1`` (at ``best`` when that is the limit): a third batch, beyond the two the model was fitted
+        from, where the model must give exactly the traced rows and the same verdict; if it does not, the
+        search is redone with real traces. A batch where a trace already gave exactly the model's rows needs
+        no new trace: its replay is the same.
         """
         bm = self._batch_model(config)
         use_model = bm is not None
@@ -309,7 +310,7 @@ class Predictor:
         if bm is not None and not bm.broken:
             # No batch from ``hi`` on fits. Below it the verdict need not be monotonic (fragmentation can
             # make batch N + k fit where N does not), so the batches just below are tried one by one: the
-            # first that fits is then the largest there is. Past _SCAN of them: gallop down, then bisect.
+            # first that fits is then the largest there is. Past _SCAN of them: gallop down (see below).
             lo, hi = 1, tensor_bound(bm, gpu.allocator_capacity_bytes, limit)
             for _ in range(_SCAN):
                 if hi - 1 <= lo:
@@ -505,15 +506,3 @@ def max_batch(
     """Largest batch size that fits ``config`` on ``gpu`` (0 when batch 1 does not)."""
     p = predictor if predictor is not None else Predictor()
     return p.max_batch(config, gpu, limit=limit)
-
-
-def conv_workspace_sizes(config: Any, gpu: GpuProfile) -> dict[str, int]:
-    """Per conv module: the (estimated) cuDNN workspace of one call — for reports."""
-    from vggexplorer.core.predict.faketrace import module_geometry
-
-    itemsize = 4 if config.dtype == "float32" else 2
-    return {
-        name: gpu.conv_workspace.workspace(g.input_numel * itemsize, g.kernel)
-        for name, g in module_geometry(config).items()
-        if g.type == "Conv2d"
-    }

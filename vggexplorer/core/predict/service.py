@@ -11,12 +11,36 @@ largest batch that fits after it, so the verdict shows as soon as it is known. A
 from __future__ import annotations
 
 import traceback
+from dataclasses import dataclass
 from typing import Any
 
 from vggexplorer.core.model.config import RunConfig
 from vggexplorer.core.predict.gpus import GpuProfile, adhoc_profile, find_profile
+from vggexplorer.core.results.result import RunResult
 from vggexplorer.core.run.child import imported_modules
 from vggexplorer.core.run.entries import plain_result
+
+
+@dataclass(frozen=True)
+class PredictionAnswer:
+    """One prediction as the window sees it (plain data; ``result`` is the predicted RunResult)."""
+
+    request_id: int
+    result: RunResult
+    fits: bool
+    oom_at: dict[str, Any] | None
+    error: str
+    peak_allocated_bytes: int
+    peak_reserved_bytes: int
+    peak_process_bytes: int
+    gpu_name: str
+    total_memory_bytes: int
+    estimated: bool
+    ms: float
+
+    @staticmethod
+    def from_payload(rid: int, d: dict[str, Any]) -> PredictionAnswer:
+        return PredictionAnswer(rid, **d)
 
 
 def serve(requests: Any, answers: Any) -> None:

@@ -15,7 +15,7 @@ __getattr__, __dir__, __all__ = attach(
     __name__,
     {
         "analysis": ["categories_at_peak", "category_levels_at", "level_at", "step_at"],
-        "compare": ["Comparison", "compare", "comparison_to_rows", "explain"],
+        "compare": ["Comparison", "comparison_to_rows", "explain"],
         "result": ["DeviceSamples", "Fault", "LayerStats", "RunResult", "Span", "Summary", "Timeline"],
         "runfile": ["RunFileError", "load_run", "save_run", "write_csv"],
         "synthetic": ["synthetic_run"],

@@ -138,6 +138,19 @@ def category_series(r: RunResult) -> tuple[F64, dict[str, I64]]:
     return t, _category_levels(r, t)
 
 
+def category_peaks(r: RunResult) -> dict[str, dict[str, int]]:
+    """What a run file records of the categories: each one's own peak (``peak``) and every category at the
+    instant the stacked categories reach their highest (``at_peak``)."""
+    t, series = category_series(r)
+    peak = {c: int(s.max()) if len(s) else 0 for c, s in series.items()}
+    at_peak: dict[str, int] = {}
+    if len(t):
+        level = sum((s for c, s in series.items() if c in CATEGORIES[:9]), np.zeros(len(t), np.int64))
+        i = int(np.argmax(level))
+        at_peak = {c: int(s[i]) for c, s in series.items()}
+    return {"peak": peak, "at_peak": at_peak}
+
+
 def category_levels_at(r: RunResult, times: Sequence[float] | F64) -> dict[str, I64]:
     """Bytes per category at each of ``times`` (seconds on the run clock), every category present.
 
@@ -149,12 +162,6 @@ def category_levels_at(r: RunResult, times: Sequence[float] | F64) -> dict[str, 
     ts = np.asarray(times, dtype=np.float64)
     levels = _category_levels(r, ts)
     return {c: levels[c] if c in levels else np.zeros(len(ts), np.int64) for c in CATEGORIES}
-
-
-def tensor_baseline(r: RunResult) -> int:
-    """Tensor bytes live before the first row (``total[0] - delta[0]``); 0 if every tensor has a row."""
-    tl = r.tensor
-    return int(tl.total[0] - tl.delta[0]) if len(tl) else 0
 
 
 def peak_time(r: RunResult) -> float:

@@ -25,8 +25,6 @@ from vggexplorer.core.model.head import PRESET_NAMES, preset
 
 __all__ = ["RunEnvironment", "RunMeta"]
 
-_META_KEYS = ("resolved_device", "fake", "head_label", "preset")
-
 
 @dataclass(frozen=True)
 class RunMeta:

@@ -42,6 +42,7 @@ import numpy as np
 
 from vggexplorer.core.base.errors import VGGExplorerError
 from vggexplorer.core.base.fileio import atomic_open, atomic_write_bytes
+from vggexplorer.core.results.analysis import category_peaks
 from vggexplorer.core.results.meta import RunEnvironment, RunMeta
 from vggexplorer.core.results.result import (
     CATEGORIES,
@@ -115,19 +116,6 @@ def _jsonable(v: Any) -> Any:
     if v is None or isinstance(v, str | int | float | bool):
         return v
     return str(v)
-
-
-def category_peaks(r: RunResult) -> dict[str, dict[str, int]]:
-    from vggexplorer.core.results.analysis import category_series
-
-    t, series = category_series(r)
-    peak = {c: int(s.max()) if len(s) else 0 for c, s in series.items()}
-    at_peak: dict[str, int] = {}
-    if len(t):
-        level = sum((s for c, s in series.items() if c in CATEGORIES[:9]), np.zeros(len(t), np.int64))
-        i = int(np.argmax(level))
-        at_peak = {c: int(s[i]) for c, s in series.items()}
-    return {"peak": peak, "at_peak": at_peak}
 
 
 def result_to_dict(r: RunResult) -> dict[str, Any]:

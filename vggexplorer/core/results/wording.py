@@ -64,7 +64,7 @@ def _cfg(r: RunResult, *keys: str) -> Any:
 
 def device_description(r: RunResult) -> str:
     env = r.environment
-    dev = env.device or _cfg(r, "device") or ("cuda" if is_cuda(r) else "cpu")
+    dev = env.device or r.config.ran_on or ("cuda" if is_cuda(r) else "cpu")
     name = env.device_name or env.cpu
     return f"{dev} {name}" if name and str(name) not in str(dev) else str(dev)
 

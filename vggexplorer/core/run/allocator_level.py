@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from vggexplorer.core.results.analysis import step_index
 from vggexplorer.core.results.result import (
     CATEGORIES,
     PHASES,
@@ -159,6 +160,8 @@ class CudaHistorySource(AllocatorSource):
         self.overflowed = False
         self.recording = False
         try:
+            # recording is process-wide: torch 2.13's ``_record_memory_history_impl`` does not pass ``device``
+            # on to ``torch._C._cuda_record_memory_history``; the replay reads this device's trace only
             torch.cuda.memory._record_memory_history(
                 "all", context=None, stacks="python", max_entries=self.max_entries, device=dev,
                 clear_history=True,
@@ -415,7 +418,7 @@ def _allocator_timeline(events: list[_Block], tracer: Tracer, *, cuda: bool) -> 
     # keep time monotone (clock mapping jitter) so that plots and searches behave
     t = np.maximum.accumulate(t) if n else t
     ctx_t = np.asarray(tracer.ctx_t, np.float64)
-    k = np.searchsorted(ctx_t, t, side="right") - 1 if len(ctx_t) else np.full(n, -1)
+    k = step_index(ctx_t, t) if len(ctx_t) else np.full(n, -1)
     k = np.clip(k, 0, None)
     have = len(ctx_t) > 0
     phase = np.asarray(tracer.ctx_phase, np.int8)[k] if have else np.zeros(n, np.int8)

@@ -83,7 +83,7 @@ def run_iter(
     if dev.type == "cpu" and config.allocator_level and not _off_main_thread():
         from vggexplorer.core.run.quiet import prime_profiler
 
-        prime_profiler()  # keeps kineto's known start-up messages off stderr (see core/quiet.py)
+        prime_profiler()  # keeps kineto's known start-up messages off stderr (see core/run/quiet.py)
     stop = threading.Event()
     q: queue.SimpleQueue[Any] = queue.SimpleQueue()
     box: dict[str, Any] = {}

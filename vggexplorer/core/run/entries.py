@@ -51,10 +51,16 @@ def _plain(v: Any) -> Any:
 
 
 def plain_result(r: Any) -> Any:
-    """``r`` (a RunResult, or None) with its ``environment`` and ``config`` made builtin types, in place."""
-    if r is not None and hasattr(r, "environment") and hasattr(r, "config"):
-        r.environment = _plain(r.environment)
-        r.config = _plain(r.config)
+    """``r`` (a RunResult, or None) with every value of its environment made a builtin type, in place.
+
+    ``RunEnvironment.from_dict`` already turns its string fields into plain ``str``; what it keeps in
+    ``extra`` (keys it does not know) and in its dict fields is whatever the child collected, which may hold a
+    ``TorchVersion``. The config (``RunMeta``: a RunConfig and labels) holds builtins only.
+    """
+    env = getattr(r, "environment", None)
+    if env is not None and dataclasses.is_dataclass(env) and not isinstance(env, type):
+        plain = {f.name: _plain(getattr(env, f.name)) for f in dataclasses.fields(env)}
+        r.environment = dataclasses.replace(env, **plain)
     return r
 
 

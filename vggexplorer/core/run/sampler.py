@@ -351,7 +351,10 @@ class DeviceSampler:
                     state["seen"] = True
                     series[0].failures = 0
                 elif not (pm.no_processes and not state["seen"] and perf() < grace_until):
-                    # an empty process list before our first good read is "no context yet", not a failure
+                    # an empty process list before our first good read is "no context yet", not a failure.
+                    # A list of other processes without our PID is not: the engine creates our context
+                    # before sampling starts, so that is NVML not seeing this PID (a container without
+                    # --pid=host), and the series stops soon with that reason
                     self._fail(series[0], pm.reason)
             elif series[0].stopped:
                 p = MISSING

@@ -22,11 +22,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from vggexplorer.core.results.result import RunResult
 from vggexplorer.core.session.events import Event
 from vggexplorer.core.session.settings import RunSettings
+
+if TYPE_CHECKING:
+    from vggexplorer.core.predict.service import PredictionAnswer
 
 __all__ = ["KEEP", "RunsChange", "Selection", "SessionEvents", "SessionModel"]
 
@@ -55,7 +58,7 @@ class SessionEvents:
     runs: Event[RunsChange] = field(default_factory=lambda: Event("runs"))
     selection: Event[Selection] = field(default_factory=lambda: Event("selection"))
     settings: Event[RunSettings] = field(default_factory=lambda: Event("settings"))
-    prediction: Event[object | None] = field(default_factory=lambda: Event("prediction"))
+    prediction: Event[PredictionAnswer | None] = field(default_factory=lambda: Event("prediction"))
 
 
 class _Keep:
@@ -76,7 +79,7 @@ class SessionModel:
         self._ticked: set[int] = set()
         self._current: int | None = None
         self._settings = settings if settings is not None else RunSettings()
-        self._prediction: object | None = None
+        self._prediction: PredictionAnswer | None = None
 
     # --- reading ---------------------------------------------------------------------------------------
     def runs(self) -> list[RunResult]:
@@ -116,7 +119,7 @@ class SessionModel:
         return self._settings
 
     @property
-    def prediction(self) -> object | None:
+    def prediction(self) -> PredictionAnswer | None:
         """The latest prediction answer shown (None: none, or the head cannot run)."""
         return self._prediction
 
@@ -193,7 +196,7 @@ class SessionModel:
             self._settings = settings
             self.events.settings.emit(settings)
 
-    def set_prediction(self, prediction: object | None) -> None:
+    def set_prediction(self, prediction: PredictionAnswer | None) -> None:
         if prediction is not self._prediction:
             self._prediction = prediction
             self.events.prediction.emit(prediction)

@@ -14,6 +14,7 @@ from typing import Any
 from vggexplorer.core.base.errors import VGGExplorerError
 from vggexplorer.core.model.config import RunConfig, device_dtype_problem
 from vggexplorer.core.model.head import PRESET_NAMES, HeadSpec, preset
+from vggexplorer.core.results.wording import fmt_hw
 
 __all__ = ["RunSettings", "blocked_reason", "head_label", "preset_of", "run_config", "settings_label"]
 
@@ -64,9 +65,7 @@ def blocked_reason(settings: RunSettings, head_issue: object | None = None) -> s
 
 def settings_label(s: RunSettings, head_name: str) -> str:
     """``fc · b8 · 224 · cpu · train`` — the default run name."""
-    hw = s.input_hw
-    size = str(hw[0]) if hw[0] == hw[1] else f"{hw[0]}×{hw[1]}"
-    bits = [head_name or "custom", f"b{s.batch}", size, s.device]
+    bits = [head_name or "custom", f"b{s.batch}", fmt_hw(s.input_hw), s.device]
     if s.backbone != "vgg11":
         bits.insert(0, s.backbone)
     if s.mode != "train-step":

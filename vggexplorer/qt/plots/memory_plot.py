@@ -24,6 +24,7 @@ from vggexplorer.core.results.analysis import (
     level_at,
     phase_intervals,
     run_offsets,
+    step_index,
 )
 from vggexplorer.core.results.result import PHASES, RunResult, Timeline
 from vggexplorer.core.results.wording import (
@@ -523,7 +524,7 @@ class MemoryPlot(pg.GraphicsLayoutWidget):
         for r, curves, off in zip(self._results, self._curves, offsets, strict=True):
             tl: Timeline = r.tensor if len(r.tensor) else r.allocator
             bits = []
-            i = int(np.searchsorted(tl.t, x + off, side="right")) - 1 if len(tl) else -1
+            i = int(step_index(tl.t, x + off)) if len(tl) else -1
             if i >= 0:
                 p = int(tl.phase[i])
                 bits.append(PHASES[p] if 0 <= p < len(PHASES) else "?")
