@@ -3,9 +3,6 @@ derivation for the series and for chosen times), and phase alignment, on synthet
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
@@ -113,18 +110,3 @@ def test_phase_intervals_and_run_alignment() -> None:
     t = np.array([s.t0 for s in a.spans if s.module == ""])
     mapped, ok = aligned_times(t, a, b)
     assert ok and mapped.tolist() == pytest.approx([s.t0 for s in b.spans if s.module == ""])
-
-
-def test_results_and_plots_packages_import_no_run_torch_or_qt() -> None:
-    code = (
-        "import sys\n"
-        "import vggexplorer.core.results.analysis, vggexplorer.core.results.wording\n"
-        "import vggexplorer.core.results.synthetic, vggexplorer.core.results.compare\n"
-        "import vggexplorer.qt.plots\n"
-        "bad = [m for m in ('torch', 'pyqtgraph', 'PySide6', 'vggexplorer.core.run') if m in sys.modules]\n"
-        "print(bad)\n"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
-    )
-    assert out.stdout.strip() == "[]"

@@ -38,6 +38,13 @@ MAX_LINES = 800
 LONG_FILES: dict[str, str] = {}
 
 
+def fresh_python(code: str) -> str:
+    """What ``code`` prints in a new interpreter (imports there start from nothing)."""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.strip()
+
+
 def _modules(name: str) -> list[str]:
     mod = __import__(name, fromlist=["_"])
     if not hasattr(mod, "__path__"):
@@ -56,9 +63,23 @@ def test_torch_free_packages_import_without_torch() -> None:
         "        print(m)\n"
         "        break\n"
     )
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == "", f"importing {r.stdout.strip()} imports torch"
+    out = fresh_python(code)
+    assert out == "", f"importing {out} imports torch"
+
+
+def test_the_core_and_the_cli_load_no_qt() -> None:
+    """The core and the CLI run on GPU servers without Qt or GL libraries: importing every core module and
+    the CLI loads none of Qt (the import contract checks the import statements; this, what really loads)."""
+    mods = _modules("vggexplorer.core")
+    code = (
+        "import importlib, sys\n"
+        f"for m in {mods!r}: importlib.import_module(m)\n"
+        "import vggexplorer.cli\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('PySide6', 'pyqtgraph', 'shiboken6'))\n"
+        "print(','.join(bad))\n"
+    )
+    out = fresh_python(code)
+    assert out == "", f"Qt modules loaded by the core: {out}"
 
 
 def test_lazy_package_names_resolve_and_stay_lazy() -> None:
@@ -80,9 +101,7 @@ def test_lazy_package_names_resolve_and_stay_lazy() -> None:
         "        if getattr(mod, n) is not first or type(first).__name__ == 'module':\n"
         "            print('shadowed', p, n)\n"
     )
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == ""
+    assert fresh_python(code) == ""
 
 
 def test_every_package_says_what_it_owns_and_exports_lazily() -> None:
@@ -125,9 +144,7 @@ def test_the_prediction_cache_key_covers_every_package_a_trace_imports() -> None
         "core = {m.split('.')[2] for m in sys.modules if m.startswith('vggexplorer.core.')}\n"
         "print(' '.join(sorted(core)))\n"
     )
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
-    imported = set(r.stdout.split())
+    imported = set(fresh_python(code).split())
     assert {"model", "run", "predict"} <= imported
     assert imported <= set(_TRACE_PACKAGES), (
         f"not in the cache key: {sorted(imported - set(_TRACE_PACKAGES))}"

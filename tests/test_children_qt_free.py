@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import multiprocessing
 import threading
-from collections.abc import Generator
-from typing import Any
 
+from generators import drive
 from pytestqt.qtbot import QtBot
 
 from vggexplorer.core.model.config import RunConfig
@@ -23,19 +22,10 @@ QT = ("PySide6", "shiboken6", "pyqtgraph", "vggexplorer.qt")
 CONFIG = RunConfig(head=preset("fc"), device="cpu", batch=1, input_hw=(32, 32), mode="eval").to_dict()
 
 
-def _drive(gen: Generator[Any, None, Any]) -> tuple[list[Any], Any]:
-    out = []
-    while True:
-        try:
-            out.append(next(gen))
-        except StopIteration as s:
-            return out, s.value
-
-
 def test_run_child_forked_from_the_fork_server_imports_no_qt() -> None:
     # the GUI's path for a CPU run: subprocess_iter(engine_run_iter, config, cancel, fork=True)
     payload = ("vggexplorer.core.run.entries:engine_run_iter", CONFIG, (*QT, "vggexplorer.core.run.engine"))
-    progress, (result, modules) = _drive(
+    progress, (result, modules) = drive(
         subprocess_iter("vggexplorer.core.run.child:probe_iter", payload, threading.Event(), fork=True)
     )
     assert progress and result.status == "ok" and len(result.tensor) > 0
@@ -49,7 +39,7 @@ def test_run_child_spawned_as_for_cuda_imports_no_qt() -> None:
     re-imports the parent's main module there, so it is checked too — here with a CPU config, the same
     entry and the same spawn."""
     payload = ("vggexplorer.core.run.entries:engine_run_iter", CONFIG, (*QT, "vggexplorer.core.run.engine"))
-    progress, (result, modules) = _drive(
+    progress, (result, modules) = drive(
         subprocess_iter("vggexplorer.core.run.child:probe_iter", payload, threading.Event(), fork=False)
     )
     assert progress and result.status == "ok"

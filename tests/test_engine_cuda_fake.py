@@ -98,6 +98,17 @@ def hand_trace() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     return trace, segments
 
 
+def replayed_hand_trace(monkeypatch: pytest.MonkeyPatch, end: dict[str, int]) -> CudaHistorySource:
+    """A source that recorded ``hand_trace`` from zero counters and stopped with ``end`` as the counters."""
+    fake = FakeCuda(monkeypatch, stats(0, 0, 0))
+    src = source_with(fake)
+    trace, segments = hand_trace()
+    fake.snapshot = {"segments": segments, "device_traces": [trace]}
+    fake.counters = end
+    src.stop()
+    return src
+
+
 def test_allocated_and_active_move_by_block_size_not_requested_size(monkeypatch: pytest.MonkeyPatch) -> None:
     """c10/cuda/CUDACachingAllocator.cpp: ``DeviceCachingAllocator::malloc`` records the ALLOC trace entry
     with ``orig_size`` (the request) but increases ``allocated_bytes``/``active_bytes`` by ``block->size``
@@ -105,12 +116,7 @@ def test_allocated_and_active_move_by_block_size_not_requested_size(monkeypatch:
     ``should_split``); ``free`` decreases ``allocated_bytes`` by ``block->size`` and records FREE_REQUESTED
     with ``block->requested_size``; ``free_block`` (FREE_COMPLETED) decreases ``active_bytes``. The replayed
     curve must end at the counters ``memory_stats()`` reads after ``_snapshot()``."""
-    fake = FakeCuda(monkeypatch, stats(0, 0, 0))
-    src = source_with(fake)
-    trace, segments = hand_trace()
-    fake.snapshot = {"segments": segments, "device_traces": [trace]}
-    fake.counters = stats(20 * MiB, 22 * MiB, 20 * MiB, peak=20 * MiB + 1024)
-    src.stop()
+    src = replayed_hand_trace(monkeypatch, stats(20 * MiB, 22 * MiB, 20 * MiB, peak=20 * MiB + 1024))
     totals = [e.total for e in src.events]
     active = [e.active for e in src.events]
     reserved = [e.reserved for e in src.events]
@@ -176,12 +182,7 @@ def test_history_that_begins_after_the_first_tensor_is_said_to_start_mid_run(
     asked returns and the tracer records the storage. So in a complete history the first ``alloc`` is no
     later than the tracer's first row; a later one means the oldest entries are gone even below
     ``max_entries`` (a ring buffer sized elsewhere, a restarted recording), and the run must say so."""
-    fake = FakeCuda(monkeypatch, stats(0, 0, 0))
-    src = source_with(fake)
-    trace, segments = hand_trace()
-    fake.snapshot = {"segments": segments, "device_traces": [trace]}
-    fake.counters = stats(20 * MiB + 4096, 22 * MiB, 20 * MiB + 4096)
-    src.stop()
+    src = replayed_hand_trace(monkeypatch, stats(20 * MiB + 4096, 22 * MiB, 20 * MiB + 4096))
     first_alloc = next(r["time_s"] for r in src.trace or () if r["action"] == "alloc")
     assert not src.note_late_start(first_alloc + 0.001)  # the tracer saw it after the allocator: complete
     assert not any("starts" in n and "after the run's first tensor" in n for n in src.notes)
@@ -193,12 +194,7 @@ def test_history_that_begins_after_the_first_tensor_is_said_to_start_mid_run(
 def test_counters_disagreeing_with_the_replay_are_reported(monkeypatch: pytest.MonkeyPatch) -> None:
     """Without overflow, the end-anchored replay starts at the counters read at the start; if it does not
     (a missed event), the notes say by how much rather than showing a silently shifted curve."""
-    fake = FakeCuda(monkeypatch, stats(0, 0, 0))
-    src = source_with(fake)
-    trace, segments = hand_trace()
-    fake.snapshot = {"segments": segments, "device_traces": [trace]}
-    fake.counters = stats(20 * MiB + 4096, 22 * MiB, 20 * MiB + 4096)
-    src.stop()
+    src = replayed_hand_trace(monkeypatch, stats(20 * MiB + 4096, 22 * MiB, 20 * MiB + 4096))
     assert any("differs from memory_stats()" in n and "allocated +4,096 B" in n for n in src.notes), src.notes
     assert src.events[-1].total == 20 * MiB + 4096
 

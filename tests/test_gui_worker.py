@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from generators import drive
 from pytestqt.qtbot import QtBot
 
 from vggexplorer.core.model.config import RunConfig
@@ -158,17 +159,8 @@ def test_call_worker(qtbot: QtBot) -> None:
 # --- child processes ---------------------------------------------------------------------------------------
 
 
-def _drive(gen: Generator[Any, None, Any]) -> tuple[list[Any], Any]:
-    out = []
-    while True:
-        try:
-            out.append(next(gen))
-        except StopIteration as s:
-            return out, s.value
-
-
 def test_subprocess_iter_yields_and_returns() -> None:
-    items, value = _drive(subprocess_iter(f"{__name__}:counting", 4, threading.Event()))
+    items, value = drive(subprocess_iter(f"{__name__}:counting", 4, threading.Event()))
     assert items == [0, 1, 2, 3] and value == "counted 4"
     assert multiprocessing.active_children() == []
 
@@ -178,7 +170,7 @@ def test_subprocess_iter_forwards_cancel() -> None:
     gen = subprocess_iter(f"{__name__}:waiting", None, cancel)
     assert next(gen) == "started"
     cancel.set()
-    assert _drive(gen) == ([], "stopped")
+    assert drive(gen) == ([], "stopped")
     assert multiprocessing.active_children() == []
 
 
@@ -214,18 +206,18 @@ def test_forked_children_start_with_torch_imported_and_stay_separate() -> None:
         gen = subprocess_iter(f"{__name__}:preloaded", None, cancel, fork=True)
         assert next(gen) is True
         cancel.set()
-        _, pid = _drive(gen)
+        _, pid = drive(gen)
         assert pid != os.getpid()
         pids.add(pid)
         assert multiprocessing.active_children() == []
     assert len(pids) == 2
-    items, value = _drive(subprocess_iter(f"{__name__}:counting", 3, threading.Event(), fork=True))
+    items, value = drive(subprocess_iter(f"{__name__}:counting", 3, threading.Event(), fork=True))
     assert items == [0, 1, 2] and value == "counted 3"
     cancel = threading.Event()
     gen = subprocess_iter(f"{__name__}:preloaded", None, cancel)
     assert next(gen) is False  # spawned: a fresh interpreter that has not imported torch
     cancel.set()
-    _drive(gen)
+    drive(gen)
     assert multiprocessing.active_children() == []
 
 
